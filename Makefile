@@ -1,0 +1,50 @@
+# The course's commands. `make help` lists them. Every target installs what it needs first.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+D2L    := d2l==1.0.3
+
+.DEFAULT_GOAL := help
+.PHONY: help setup data test lint unit notebooks run bench lab clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	# the book's package is the tests' oracle; --no-deps: it pins numpy==1.23.5 and friends
+	$(PY) -m pip install --quiet --no-deps $(D2L)
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+setup: $(STAMP)  ## create .venv with everything (seconds when nothing changed)
+
+data: setup  ## provide and check Fashion-MNIST under data/
+	@$(PY) tools/get_data.py
+
+lint: setup  ## ruff on the code and the notebooks
+	$(VENV)/bin/ruff check .
+
+# smoke: seconds per notebook; no progress bars in logs
+TEST_ENV := D2L_SETTING=smoke D2L_PROGRESS=0 MPLBACKEND=Agg
+
+test: setup data lint  ## ruff, unit tests, notebooks in the smoke setting (papermill + nbval)
+	$(TEST_ENV) $(PY) -m pytest tests notebooks --nbval-lax -p no:cacheprovider
+
+unit: setup data  ## the unit tests only
+	$(TEST_ENV) $(PY) -m pytest tests -m "not notebooks" -p no:cacheprovider
+
+run: setup data  ## execute every notebook in this hardware's default setting; print the results
+	$(PY) tools/run_notebooks.py
+
+bench: setup data  ## time the d2l pipeline, ours and the compute ceiling; write results/bench-*.json
+	$(PY) tools/bench.py
+
+lab: setup data  ## start JupyterLab on the project's environment
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+
+clean:  ## remove the environment, executed copies and caches (keeps data/)
+	rm -rf $(VENV) build .pytest_cache .ruff_cache

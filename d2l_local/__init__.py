@@ -1,0 +1,26 @@
+"""d2l_local: the helpers of the AlexNet chapter (D2L 7.1 zh / 8.1 en), replicated from the
+`d2l` package with the book's names and printed lines, without its faults.
+
+Importing it does nothing else: no prints, no global matplotlib or cuDNN
+settings, no downloads.
+"""
+
+from d2l_local.data import (
+    DataError,
+    data_dir,
+    get_fashion_mnist_labels,
+    load_data_fashion_mnist,
+    load_data_fashion_mnist_fast,
+)
+from d2l_local.device import cpu, gpu, num_gpus, try_all_gpus, try_gpu
+from d2l_local.metrics import Accumulator, Timer, accuracy, evaluate_accuracy_gpu
+from d2l_local.plotting import Animator, set_axes, show_images
+from d2l_local.settings import choose_setting
+from d2l_local.training import History, estimate_train_seconds, train_ch6
+
+__all__ = [
+    "Accumulator", "Animator", "DataError", "History", "Timer", "accuracy", "choose_setting",
+    "cpu", "data_dir", "estimate_train_seconds", "evaluate_accuracy_gpu",
+    "get_fashion_mnist_labels", "gpu", "load_data_fashion_mnist", "load_data_fashion_mnist_fast",
+    "num_gpus", "set_axes", "show_images", "train_ch6", "try_all_gpus", "try_gpu",
+]

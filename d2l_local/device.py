@@ -1,0 +1,56 @@
+"""Devices, as in the book (`d2l.cpu`, `gpu`, `num_gpus`, `try_gpu`, `try_all_gpus`).
+
+Defined in the book's section on GPUs (D2L 6.7 zh / 6.7 en). The device is
+always an argument elsewhere in this package; nothing here calls `.cuda()`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def cpu() -> torch.device:
+    """The CPU device."""
+    return torch.device("cpu")
+
+
+def gpu(i: int = 0) -> torch.device:
+    """The i-th GPU; raises a clear error when there is none (the book's returns it anyway)."""
+    if i >= num_gpus():
+        raise RuntimeError(
+            f"gpu({i}) asked for, but this machine has {num_gpus()} CUDA GPU(s); "
+            "use try_gpu() to fall back to the CPU"
+        )
+    return torch.device(f"cuda:{i}")
+
+
+def num_gpus() -> int:
+    """The number of CUDA GPUs."""
+    return torch.cuda.device_count()
+
+
+def try_gpu(i: int = 0) -> torch.device:
+    """The i-th GPU if it exists, else the CPU."""
+    if num_gpus() >= i + 1:
+        return torch.device(f"cuda:{i}")
+    return cpu()
+
+
+def try_all_gpus() -> list[torch.device]:
+    """All GPUs, or [cpu()] when there is none."""
+    return [torch.device(f"cuda:{i}") for i in range(num_gpus())] or [cpu()]
+
+
+def device_name(device: torch.device | str) -> str:
+    """A short name for results files: 'cpu' or the GPU's model, e.g. 'NVIDIA-H100-80GB-HBM3'."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device).replace(" ", "-")
+    return device.type
+
+
+def synchronize(device: torch.device | str) -> None:
+    """Wait for the device's queued work (a CPU-GPU sync point); a no-op on the CPU."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

@@ -1,0 +1,112 @@
+"""Showing: `Animator`, `show_images`, `set_axes` (book names), without global state.
+
+The book's `Animator` draws on pyplot's global figure, calls `display` then
+`clear_output` on every point: a script prints `<Figure size ...>` lines and a
+notebook executed headlessly keeps a pile of frames. This one draws on its own
+`Figure` and updates a single display in place (IPython display ids), so:
+
+- in JupyterLab the plot updates live;
+- in a notebook executed by papermill/nbclient the saved notebook holds one
+  output, the final figure;
+- in a plain script nothing is displayed; `savefig` writes the figure.
+"""
+
+from __future__ import annotations
+
+import io
+
+from matplotlib.figure import Figure
+
+
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel (JupyterLab, papermill, nbval), False in a script or a terminal."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def set_axes(axes, xlabel, ylabel, xlim, ylim, xscale, yscale, legend) -> None:
+    """Set the axes for matplotlib (`d2l.set_axes`)."""
+    axes.set_xlabel(xlabel), axes.set_ylabel(ylabel)
+    axes.set_xscale(xscale), axes.set_yscale(yscale)
+    axes.set_xlim(xlim), axes.set_ylim(ylim)
+    if legend:
+        axes.legend(legend)
+    axes.grid()
+
+
+class Animator:
+    """Plot data points as they arrive (`d2l.Animator`, same arguments).
+
+    `display`: None (default) shows the plot only inside a notebook; False never does.
+    """
+
+    def __init__(self, xlabel=None, ylabel=None, legend=None, xlim=None, ylim=None,
+                 xscale="linear", yscale="linear", fmts=("-", "m--", "g-.", "r:"),
+                 nrows=1, ncols=1, figsize=(3.5, 2.5), *, display: bool | None = None) -> None:
+        legend = legend or []
+        self.fig = Figure(figsize=figsize)
+        axes = self.fig.subplots(nrows, ncols)
+        self.axes = [axes] if nrows * ncols == 1 else list(axes.flat)
+        self.config_axes = lambda: set_axes(self.axes[0], xlabel, ylabel, xlim, ylim,
+                                            xscale, yscale, legend)
+        self.X, self.Y, self.fmts = None, None, fmts
+        self.display = in_notebook() if display is None else display
+        self._handle = None
+
+    def add(self, x, y) -> None:
+        """Add one point per line (None skips a line) and redraw."""
+        if not hasattr(y, "__len__"):
+            y = [y]
+        n = len(y)
+        if not hasattr(x, "__len__"):
+            x = [x] * n
+        if not self.X:
+            self.X = [[] for _ in range(n)]
+        if not self.Y:
+            self.Y = [[] for _ in range(n)]
+        for i, (a, b) in enumerate(zip(x, y)):
+            if a is not None and b is not None:
+                self.X[i].append(a)
+                self.Y[i].append(b)
+        self.axes[0].cla()
+        for xs, ys, fmt in zip(self.X, self.Y, self.fmts):
+            self.axes[0].plot(xs, ys, fmt)
+        self.config_axes()
+        if self.display:
+            self._show()
+
+    def _show(self) -> None:
+        from IPython.display import SVG, display
+
+        buf = io.StringIO()
+        self.fig.savefig(buf, format="svg", bbox_inches="tight")
+        image = SVG(buf.getvalue())
+        if self._handle is None:
+            self._handle = display(image, display_id=True)
+        else:
+            self._handle.update(image)
+
+    def savefig(self, path, **kwargs) -> None:
+        """Write the current figure to `path` (any format matplotlib knows)."""
+        self.fig.savefig(path, bbox_inches="tight", **kwargs)
+
+
+def show_images(imgs, num_rows, num_cols, titles=None, scale=1.5, *, cmap=None):
+    """Plot a grid of images (`d2l.show_images`); returns the axes."""
+    import matplotlib.pyplot as plt
+
+    _, axes = plt.subplots(num_rows, num_cols, figsize=(num_cols * scale, num_rows * scale))
+    axes = axes.flatten()
+    for i, (ax, img) in enumerate(zip(axes, imgs)):
+        if hasattr(img, "detach"):
+            img = img.detach().cpu().numpy()
+        ax.imshow(img, cmap=cmap)
+        ax.axes.get_xaxis().set_visible(False)
+        ax.axes.get_yaxis().set_visible(False)
+        if titles:
+            ax.set_title(titles[i])
+    return axes

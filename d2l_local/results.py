@@ -1,0 +1,50 @@
+"""Results files: what a run measured, with the setting, device, seed, versions and wall time."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+from pathlib import Path
+
+import torch
+
+from d2l_local.device import device_name
+
+RESULTS_DIR_ENV = "D2L_RESULTS_DIR"
+
+# The book's numbers (source `000`, a 4 GB GPU; `002`, a CPU), for comparison tables.
+BOOK = {
+    "alexnet": dict(train_loss=0.330, train_acc=0.879, test_acc=0.878, examples_per_sec=592.4,
+                    where="D2L 7.1.4, source 000 (cuda:0, a 4 GB GPU); 002 on a CPU: "
+                          "0.327 / 0.880 / 0.883 at 20.6 ex/s"),
+}
+
+
+def results_dir() -> Path:
+    """`$D2L_RESULTS_DIR`, else this repository's `results/`."""
+    env = os.environ.get(RESULTS_DIR_ENV)
+    path = Path(env) if env else Path(__file__).resolve().parent.parent / "results"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def versions() -> dict:
+    import torchvision
+
+    return dict(python=platform.python_version(), torch=torch.__version__,
+                torchvision=torchvision.__version__)
+
+
+def save_results(name: str, cfg, history, *, seed: int, extra: dict | None = None) -> Path:
+    """Write `results/<name>.<setting>.<device>.json` and return its path."""
+    device = torch.device(history.device)
+    record = dict(notebook=name, setting=cfg.name, setting_values=dict(cfg),
+                  device=str(device), device_name=device_name(device), seed=seed,
+                  cpu_threads=torch.get_num_threads(), versions=versions(),
+                  date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                  **history.to_dict(), **(extra or {}))
+    path = results_dir() / f"{name}.{cfg.name}.{device_name(device)}.json"
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    return path

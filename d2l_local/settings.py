@@ -1,0 +1,105 @@
+"""Run settings for the notebooks: `full` (the book's), `quick` (a CPU in minutes), `smoke` (tests).
+
+Each notebook keeps its own table of values per setting in one visible cell
+and calls `choose_setting(SETTINGS, globals())`. The setting's name comes from,
+in order: the notebook's `setting` parameter (papermill), `$D2L_SETTING`, else
+`full` on a GPU and `quick` on a CPU. An unknown setting, or a parameter that
+the notebook does not take (a typo in papermill's `-p`), stops with an error
+instead of silently running something else.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+
+from d2l_local.device import try_gpu
+
+SETTING_ENV = "D2L_SETTING"
+NAMES = ("full", "quick", "smoke")
+
+
+class Setting(dict):
+    """The chosen values, readable as `cfg.batch_size` or `cfg["batch_size"]`."""
+
+    def __init__(self, name: str, source: str, device, values: dict, changed: dict) -> None:
+        super().__init__(values)
+        self.name, self.source, self.device, self.changed = name, source, device, changed
+
+    def __getattr__(self, key):
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(f"setting {self.name!r} has no value {key!r}") from None
+
+    def describe(self) -> str:
+        lines = [f"setting {self.name!r} ({self.source}) on {self.device}"]
+        if self.changed:
+            lines.append("changed from 'full' (the book's): " + ", ".join(
+                f"{k} {old} -> {new}" for k, (old, new) in self.changed.items()))
+        else:
+            lines.append("the book's values: " + ", ".join(f"{k}={v}" for k, v in self.items()))
+        return "\n".join(lines)
+
+
+def setting_name(parameter: str | None = None) -> tuple[str, str]:
+    """(name, where it came from): the parameter, else $D2L_SETTING, else the hardware's default."""
+    if parameter is not None:
+        name, source = parameter, "notebook parameter"
+    elif os.environ.get(SETTING_ENV):
+        name, source = os.environ[SETTING_ENV], f"${SETTING_ENV}"
+    elif try_gpu().type == "cuda":
+        name, source = "full", "default on a GPU"
+    else:
+        name, source = "quick", "default on a CPU"
+    if name not in NAMES:
+        raise ValueError(f"unknown setting {name!r} ({source}); choose one of {', '.join(NAMES)}")
+    return name, source
+
+
+def _injected_parameter_names() -> set[str] | None:
+    """Names assigned in the last executed parameters cell (papermill's starts '# Parameters')."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    shell = get_ipython()
+    if shell is None:
+        return None
+    for source in reversed(shell.user_ns.get("In", [])):
+        if source.lstrip().startswith("# Parameters"):
+            tree = ast.parse(source)
+            return {t.id for node in ast.walk(tree) if isinstance(node, ast.Assign)
+                    for t in node.targets if isinstance(t, ast.Name)}
+    return None
+
+
+def choose_setting(table: dict[str, dict], namespace: dict | None = None, *,
+                   verbose: bool = True) -> Setting:
+    """Pick this run's values from `table` (setting name -> values).
+
+    `namespace` (the notebook's `globals()`) supplies `setting` and may
+    override single values: a name of the table set to anything but None.
+    """
+    namespace = namespace or {}
+    missing = [n for n in NAMES if n not in table]
+    if missing:
+        raise ValueError(f"the settings table lacks {missing}")
+    keys = set(table["full"])
+    allowed = keys | {"setting"}
+    injected = _injected_parameter_names() or set()
+    unknown = sorted(injected - allowed)
+    if unknown:
+        raise NameError(f"unknown parameter(s) {unknown}: this notebook takes "
+                        f"{sorted(allowed)}; check the spelling")
+    name, source = setting_name(namespace.get("setting"))
+    values = dict(table[name])
+    for key in keys:
+        if namespace.get(key) is not None and namespace[key] != values[key]:
+            values[key] = namespace[key]
+            source += f", {key} set by parameter"
+    changed = {k: (table["full"][k], v) for k, v in values.items() if v != table["full"][k]}
+    cfg = Setting(name, source, try_gpu(), values, changed)
+    if verbose:
+        print(cfg.describe())
+    return cfg

@@ -1,0 +1,41 @@
+"""Settings: the name's precedence, unknown names and misspelt parameters stop with an error."""
+
+import pytest
+
+from d2l_local import settings
+
+TABLE = {"full": dict(batch_size=128, num_epochs=10),
+         "quick": dict(batch_size=128, num_epochs=2),
+         "smoke": dict(batch_size=16, num_epochs=1)}
+
+
+def test_precedence(monkeypatch):
+    monkeypatch.delenv("D2L_SETTING", raising=False)
+    assert settings.setting_name()[0] in ("full", "quick")
+    monkeypatch.setenv("D2L_SETTING", "smoke")
+    assert settings.setting_name() == ("smoke", "$D2L_SETTING")
+    assert settings.setting_name("full")[0] == "full"
+
+
+def test_values_and_overrides(monkeypatch):
+    monkeypatch.setenv("D2L_SETTING", "quick")
+    cfg = settings.choose_setting(TABLE, {"setting": None, "batch_size": 64}, verbose=False)
+    assert (cfg.name, cfg.batch_size, cfg.num_epochs) == ("quick", 64, 2)
+    assert cfg.changed == {"batch_size": (128, 64), "num_epochs": (10, 2)}
+    assert "num_epochs 10 -> 2" in cfg.describe()
+    with pytest.raises(AttributeError):
+        _ = cfg.learning_rate
+
+
+def test_unknown_setting_is_an_error():
+    with pytest.raises(ValueError, match="choose one of full, quick, smoke"):
+        settings.choose_setting(TABLE, {"setting": "fast"}, verbose=False)
+
+
+def test_misspelt_injected_parameter_is_an_error(monkeypatch):
+    class Shell:
+        user_ns = {"In": ["", "# Parameters\nsetting = \"smoke\"\nbach_size = 64\n"]}
+
+    monkeypatch.setattr("IPython.get_ipython", lambda: Shell())
+    with pytest.raises(NameError, match="bach_size"):
+        settings.choose_setting(TABLE, {"setting": "smoke"}, verbose=False)
