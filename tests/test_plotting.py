@@ -5,8 +5,9 @@ import sys
 import textwrap
 
 import nbformat
-from conftest import ROOT
 from nbclient import NotebookClient
+
+from conftest import ROOT
 
 ANIMATE = textwrap.dedent("""
     from d2l_local import Animator

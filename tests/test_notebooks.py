@@ -1,0 +1,88 @@
+"""The notebooks: executed with papermill in the smoke setting, and their committed form.
+
+nbval (`pytest notebooks --nbval-lax`, in `make test`) re-runs them and
+compares the cells marked `# NBVAL_CHECK_OUTPUT` with the committed outputs.
+"""
+
+import json
+import math
+import os
+
+import nbformat
+import papermill as pm
+import pytest
+
+from conftest import ROOT
+
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+TRAINING = {"05_training_alexnet"}  # notebooks that must write a results file
+
+pytestmark = pytest.mark.notebooks
+
+
+def test_there_are_notebooks():
+    assert len(NOTEBOOKS) >= 5
+
+
+@pytest.fixture(scope="module")
+def smoke_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("smoke")
+    old = {k: os.environ.get(k) for k in ("D2L_SETTING", "D2L_RESULTS_DIR", "D2L_PROGRESS")}
+    # the kernel inherits these: smoke setting, results away from the committed ones
+    os.environ.update(D2L_SETTING="smoke", D2L_RESULTS_DIR=str(out / "results"), D2L_PROGRESS="0")
+    yield out
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def _execute(path, out_dir, **parameters):
+    return pm.execute_notebook(str(path), str(out_dir / path.name), parameters=parameters,
+                               kernel_name="python3", cwd=str(path.parent), progress_bar=False)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_runs_in_smoke(path, smoke_dir):
+    nb = _execute(path, smoke_dir, setting="smoke")
+    text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert "setting 'smoke'" in text  # choose_setting said what it runs
+    if path.stem in TRAINING:
+        [result] = (smoke_dir / "results").glob(f"{path.stem}.smoke.*.json")
+        r = json.loads(result.read_text())
+        assert r["setting"] == "smoke" and r["seed"] is not None and r["versions"]["torch"]
+        assert all(math.isfinite(e["train_loss"]) for e in r["epochs"])
+        assert 0 <= r["test_acc"] <= 1 and r["examples_per_sec"] > 0
+
+
+def test_architecture_notebook_states_the_parameter_count(smoke_dir):
+    nb = nbformat.read(smoke_dir / "03_alexnet_architecture.ipynb", as_version=4)
+    text = json.dumps([c.outputs for c in nb.cells if c.cell_type == "code"])
+    assert "46,764,746" in text or "46764746" in text
+
+
+@pytest.mark.parametrize("parameters,says", [
+    (dict(setting="smoke", bach_size=8), "bach_size"),
+    (dict(setting="smok"), "choose one of full, quick, smoke"),
+])
+def test_bad_parameters_stop_with_a_clear_error(tmp_path, parameters, says):
+    path = ROOT / "notebooks" / "03_alexnet_architecture.ipynb"
+    with pytest.raises(pm.PapermillExecutionError, match=says):
+        _execute(path, tmp_path, **parameters)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_form(path):
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    first = code[0]
+    assert "parameters" in first.metadata.get("tags", []) and first.source.startswith("# Parameters")
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
+    headings = [c.source for c in nb.cells if c.cell_type == "markdown"]
+    assert any("## Summary" in h for h in headings) and any("## Exercises" in h for h in headings)
+    # committed outputs are real: every code cell executed, in order, without errors
+    counts = [c.execution_count for c in code]
+    assert None not in counts and counts == sorted(counts), "re-execute the notebook (make run)"
+    assert not [o for c in code for o in c.outputs if o.output_type == "error"]

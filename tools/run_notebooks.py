@@ -1,0 +1,111 @@
+"""`make run`: execute every notebook headlessly with papermill and print what each measured.
+
+    python tools/run_notebooks.py                      # this hardware's default setting
+    python tools/run_notebooks.py --setting smoke      # any of full, quick, smoke
+    python tools/run_notebooks.py 05_training_alexnet  # some notebooks only
+    python tools/run_notebooks.py --in-place           # refresh the committed outputs
+
+Executed copies go to build/run/<setting>/ (or back into notebooks/ with --in-place).
+A parameter the notebook does not declare (`-p bach_size 64`) is an error, not a warning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import papermill as pm
+
+from d2l_local.device import try_gpu
+from d2l_local.results import BOOK, results_dir
+from d2l_local.settings import setting_name
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
+
+
+def notebooks(names: list[str]) -> list[Path]:
+    found = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+    if not names:
+        return found
+    chosen = [p for p in found if any(p.stem.startswith(n.removesuffix(".ipynb")) for n in names)]
+    if len(chosen) < len(names):
+        sys.exit(f"no such notebook among {[p.stem for p in found]}: {names}")
+    return chosen
+
+
+def parse_parameter(text: str) -> tuple[str, object]:
+    key, _, value = text.partition("=")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def check_parameters(path: Path, parameters: dict) -> None:
+    declared = set(pm.inspect_notebook(str(path)))
+    unknown = sorted(set(parameters) - declared)
+    if unknown:
+        sys.exit(f"{path.name} takes no parameter {unknown}; it takes {sorted(declared)}")
+
+
+def result_rows(stem: str, since: float) -> list[dict]:
+    rows = []
+    for f in sorted(results_dir().glob(f"{stem}.*.json")):
+        if f.stat().st_mtime >= since:
+            rows.append(json.loads(f.read_text()))
+    return rows
+
+
+def report(stem: str, setting: str, seconds: float, rows: list[dict]) -> None:
+    print(f"\n== {stem}  (setting {setting}, {try_gpu()}, {seconds:.0f} s)")
+    for r in rows:
+        print(f"   this run   loss {r['train_loss']:.3f}, train acc {r['train_acc']:.3f}, "
+              f"test acc {r['test_acc']:.3f}, {r['examples_per_sec']:.1f} examples/sec "
+              f"({r['wall_examples_per_sec']:.1f} end to end) on {r['device']}, "
+              f"{r['num_examples']} training examples")
+        book = BOOK.get(r.get("book", stem))
+        if book:
+            print(f"   the book   loss {book['train_loss']:.3f}, train acc {book['train_acc']:.3f}, "
+                  f"test acc {book['test_acc']:.3f}, {book['examples_per_sec']:.1f} examples/sec"
+                  f"  [{book['where']}]")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("names", nargs="*", help="notebook name prefixes (default: all)")
+    ap.add_argument("--setting", choices=["full", "quick", "smoke"], default=None)
+    ap.add_argument("-p", "--parameter", action="append", default=[], metavar="NAME=VALUE")
+    ap.add_argument("--in-place", action="store_true", help="write outputs back into notebooks/")
+    args = ap.parse_args()
+
+    setting, source = setting_name(args.setting)
+    parameters = dict(parse_parameter(p) for p in args.parameter)
+    if args.setting:
+        parameters["setting"] = args.setting
+    out_dir = NOTEBOOKS if args.in_place else ROOT / "build" / "run" / setting
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = notebooks(args.names)
+    for path in paths:
+        check_parameters(path, parameters)
+    print(f"running {len(paths)} notebooks in setting {setting!r} ({source}) on {try_gpu()}; "
+          f"executed copies in {out_dir.relative_to(ROOT)}/")
+    summary = []
+    for path in paths:
+        start = time.time()
+        print(f"-- {path.name} ...", flush=True)
+        pm.execute_notebook(str(path), str(out_dir / path.name), parameters=parameters,
+                            kernel_name="python3", cwd=str(NOTEBOOKS), progress_bar=False)
+        summary.append((path.stem, time.time() - start, result_rows(path.stem, start)))
+    for stem, seconds, rows in summary:
+        report(stem, setting, seconds, rows)
+    total = sum(s for _, s, _ in summary)
+    print(f"\nall {len(summary)} notebooks ran in {total / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
