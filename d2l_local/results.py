@@ -40,11 +40,12 @@ def versions() -> dict:
 def save_results(name: str, cfg, history, *, seed: int, extra: dict | None = None) -> Path:
     """Write `results/<name>.<setting>.<device>.json` and return its path."""
     device = torch.device(history.device)
-    record = dict(notebook=name, setting=cfg.name, setting_values=dict(cfg),
-                  device=str(device), device_name=device_name(device), seed=seed,
-                  cpu_threads=torch.get_num_threads(), versions=versions(),
+    record = dict(notebook=name, setting=cfg.name, setting_values=dict(cfg), seed=seed)
+    record.update(history.to_dict())  # metrics, epochs, times and the device it ran on
+    record.update(device_name=device_name(device), cpu_threads=torch.get_num_threads(),
+                  versions=versions(),
                   date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                  **history.to_dict(), **(extra or {}))
+                  **(extra or {}))
     path = results_dir() / f"{name}.{cfg.name}.{device_name(device)}.json"
     path.write_text(json.dumps(record, indent=1) + "\n")
     return path

@@ -114,8 +114,8 @@ def train_ch6(net: nn.Module, train_iter, test_iter, num_epochs: int, lr: float,
     optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum,
                                 weight_decay=weight_decay)
     loss = nn.CrossEntropyLoss()
-    # the book's xlim [1, 1] hides a one-epoch run
-    animator = Animator(xlabel="epoch", xlim=[1 if num_epochs > 1 else 0, num_epochs],
+    # the book's xlim starts at 1 and so hides the first epoch's training points
+    animator = Animator(xlabel="epoch", xlim=[0, num_epochs],
                         legend=["train loss", "train acc", "test acc"], display=animate)
     report_every = max(1, num_batches // 5)  # the book's `num_batches // 5` fails below 5 batches
     amp_dtype = torch.bfloat16 if bf16 else None

@@ -161,3 +161,19 @@ def test_devices():
         assert d2l_local.try_all_gpus() == [torch.device("cpu")]
         with pytest.raises(RuntimeError, match="try_gpu"):
             d2l_local.gpu(0)
+
+
+def test_results_file_records_the_run(fmnist, tmp_path, monkeypatch):
+    import json
+
+    from d2l_local import results, settings
+
+    monkeypatch.setenv("D2L_RESULTS_DIR", str(tmp_path))
+    _, _, h = _run(d2l_local.train_ch6, fmnist, verbose=False)
+    table = {n: dict(batch_size=64) for n in settings.NAMES}
+    cfg = settings.choose_setting(table, {"setting": "smoke"}, verbose=False)
+    path = results.save_results("demo", cfg, h, seed=7, extra=dict(note="x"))
+    r = json.loads(path.read_text())
+    assert path.name == "demo.smoke.cpu.json"
+    assert (r["setting"], r["device"], r["seed"], r["note"]) == ("smoke", "cpu", 7, "x")
+    assert r["test_acc"] == h.test_acc and len(r["epochs"]) == 3 and r["versions"]["torch"]
