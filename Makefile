@@ -28,8 +28,8 @@ data: setup  ## provide and check Fashion-MNIST under data/
 lint: setup  ## ruff on the code and the notebooks
 	$(VENV)/bin/ruff check .
 
-# smoke: seconds per notebook; no progress bars in logs
-TEST_ENV := D2L_SETTING=smoke D2L_PROGRESS=0 MPLBACKEND=Agg
+# smoke: seconds per notebook; no progress bars in logs; results away from the committed ones
+TEST_ENV := D2L_SETTING=smoke D2L_PROGRESS=0 MPLBACKEND=Agg D2L_RESULTS_DIR=$(CURDIR)/build/test-results
 
 test: setup data lint  ## ruff, unit tests, notebooks in the smoke setting (papermill + nbval)
 	$(TEST_ENV) $(PY) -m pytest tests notebooks --nbval-lax -p no:cacheprovider

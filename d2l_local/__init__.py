@@ -12,15 +12,16 @@ from d2l_local.data import (
     load_data_fashion_mnist,
     load_data_fashion_mnist_fast,
 )
-from d2l_local.device import cpu, gpu, num_gpus, try_all_gpus, try_gpu
+from d2l_local.device import cpu, gpu, num_gpus, synchronize, try_all_gpus, try_gpu
 from d2l_local.metrics import Accumulator, Timer, accuracy, evaluate_accuracy_gpu
 from d2l_local.plotting import Animator, set_axes, show_images
 from d2l_local.settings import choose_setting
-from d2l_local.training import History, estimate_train_seconds, train_ch6
+from d2l_local.training import History, estimate_train_seconds, init_weights_xavier, train_ch6
 
 __all__ = [
     "Accumulator", "Animator", "DataError", "History", "Timer", "accuracy", "choose_setting",
     "cpu", "data_dir", "estimate_train_seconds", "evaluate_accuracy_gpu",
-    "get_fashion_mnist_labels", "gpu", "load_data_fashion_mnist", "load_data_fashion_mnist_fast",
-    "num_gpus", "set_axes", "show_images", "train_ch6", "try_all_gpus", "try_gpu",
+    "get_fashion_mnist_labels", "gpu", "init_weights_xavier", "load_data_fashion_mnist",
+    "load_data_fashion_mnist_fast",
+    "num_gpus", "set_axes", "show_images", "synchronize", "train_ch6", "try_all_gpus", "try_gpu",
 ]

@@ -6,6 +6,8 @@ always an argument elsewhere in this package; nothing here calls `.cuda()`.
 
 from __future__ import annotations
 
+import time
+
 import torch
 
 
@@ -54,3 +56,17 @@ def synchronize(device: torch.device | str) -> None:
     device = torch.device(device)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def matmul_gflops(device: torch.device | str, n: int | None = None, repeats: int = 3) -> float:
+    """Measured fp32 rate of an n x n matrix product (2 n^3 FLOP), the machine's reference speed."""
+    device = torch.device(device)
+    n = n or (8192 if device.type == "cuda" else 4096)  # large enough to keep the device busy
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    a @ b  # warm-up
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    synchronize(device)
+    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9

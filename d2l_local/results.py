@@ -14,9 +14,9 @@ from d2l_local.device import device_name
 
 RESULTS_DIR_ENV = "D2L_RESULTS_DIR"
 
-# The book's numbers (source `000`, a 4 GB GPU; `002`, a CPU), for comparison tables.
+# The book's numbers (source `000`, a 4 GB GPU; `002`, a CPU), by the notebook that reproduces them.
 BOOK = {
-    "alexnet": dict(train_loss=0.330, train_acc=0.879, test_acc=0.878, examples_per_sec=592.4,
+    "05_training_alexnet": dict(train_loss=0.330, train_acc=0.879, test_acc=0.878, examples_per_sec=592.4,
                     where="D2L 7.1.4, source 000 (cuda:0, a 4 GB GPU); 002 on a CPU: "
                           "0.327 / 0.880 / 0.883 at 20.6 ex/s"),
 }

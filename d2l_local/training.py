@@ -39,6 +39,7 @@ class History:
     epochs: list[dict] = field(default_factory=list)
     num_examples: int = 0          # training examples processed, all epochs
     compute_seconds: float = 0.0   # inside training steps (the book's timer)
+    eval_seconds: float = 0.0      # evaluating on test_iter, all epochs
     wall_seconds: float = 0.0      # the whole call: data, steps, evaluation, plotting
     figure: object = field(default=None, repr=False)
 
@@ -155,7 +156,9 @@ def train_ch6(net: nn.Module, train_iter, test_iter, num_epochs: int, lr: float,
                 train_acc = correct.item() / seen
                 animator.add(epoch + (i + 1) / num_batches, (train_l, train_acc, None))
                 bar.set_postfix(loss=f"{train_l:.3f}", acc=f"{train_acc:.3f}", refresh=False)
+        eval_start = time.perf_counter()
         test_acc = evaluate_accuracy_gpu(model, test_iter, device, autocast_dtype=amp_dtype)
+        history.eval_seconds += time.perf_counter() - eval_start  # it synced to read the count
         animator.add(epoch + 1, (None, None, test_acc))
         history.num_examples += seen
         history.epochs.append(dict(epoch=epoch + 1, train_loss=train_l, train_acc=train_acc,

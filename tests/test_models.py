@@ -48,3 +48,9 @@ def test_net_28x28_shapes():
     rows = layer_table(models.net_28x28(), (1, 1, 28, 28))
     assert rows[-1]["output_shape"] == (10,)
     assert rows[9]["output_shape"] == (64, 5, 5)
+
+
+def test_matmul_rate_is_measured():
+    from d2l_local.device import matmul_gflops
+
+    assert matmul_gflops("cpu", n=256, repeats=2) > 0.1

@@ -37,7 +37,7 @@ from torch import nn
 import d2l_local
 from d2l_local import models
 from d2l_local.analysis import layer_table
-from d2l_local.device import device_name, synchronize
+from d2l_local.device import device_name, matmul_gflops, synchronize
 from d2l_local.results import results_dir, versions
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,17 +68,6 @@ def book_cwd():
             yield
         finally:
             os.chdir(old)
-
-
-def gemm_gflops(device: torch.device, n: int, repeats: int = 5) -> float:
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    a @ b
-    synchronize(device)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    synchronize(device)
-    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
 
 
 def run_d2l(spec, cfg, device) -> dict:
@@ -114,7 +103,9 @@ def run_local(spec, cfg, device, **options) -> dict:
                             device, verbose=False, animate=False, progress=False, **options)
     wall = time.perf_counter() - start
     return dict(end_to_end=h.num_examples / wall, compute_only=h.examples_per_sec,
-                examples=h.num_examples, seconds=wall, test_acc=h.test_acc)
+                training_loop=h.num_examples / (wall - h.eval_seconds),
+                examples=h.num_examples, seconds=wall, eval_seconds=h.eval_seconds,
+                test_acc=h.test_acc)
 
 
 def run_ceiling(spec, cfg, device, steps: int, channels_last: bool = False) -> dict:
@@ -165,7 +156,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="CPU-sized runs even on a GPU")
     args = ap.parse_args()
     device = torch.device(args.device) if args.device else d2l_local.try_gpu()
-    gemm = gemm_gflops(device, 8192 if device.type == "cuda" else 2048)
+    gemm = matmul_gflops(device)
     print(f"device {device} ({device_name(device)}), {torch.get_num_threads()} CPU threads, "
           f"torch {torch.__version__}; fp32 matmul: {gemm:.1f} GFLOP/s")
     record = dict(device=str(device), device_name=device_name(device), versions=versions(),
@@ -180,6 +171,7 @@ def main() -> int:
         run_ceiling(spec, cfg, device, 2)  # warm-up shared by all three runs
         a = run_d2l(spec, cfg, device)
         b = run_local(spec, cfg, device)
+        b_cl = run_local(spec, cfg, device, channels_last=True)  # an option, same numerics up to rounding
         c = run_ceiling(spec, cfg, device, steps)
         achieved = 6 * macs * b["compute_only"] / 1e9
         entry = dict(plan=cfg, macs_per_example=macs,
@@ -190,9 +182,14 @@ def main() -> int:
                      compute_ceiling_examples_per_s=c["compute_only"],
                      ratio_local_over_d2l=b["end_to_end"] / a["end_to_end"],
                      ratio_local_over_ceiling=b["end_to_end"] / c["compute_only"],
+                     # data + steps + metrics, without the evaluation the ceiling does not do
+                     local_training_loop_examples_per_s=b["training_loop"],
+                     ratio_local_training_loop_over_ceiling=b["training_loop"] / c["compute_only"],
+                     local_channels_last_end_to_end_examples_per_s=b_cl["end_to_end"],
+                     ratio_local_channels_last_over_d2l=b_cl["end_to_end"] / a["end_to_end"],
                      gemm_gflops=gemm, achieved_gflops=achieved,
                      ceiling_gflops=6 * macs * c["compute_only"] / 1e9,
-                     d2l=a, local=b, ceiling=c)
+                     d2l=a, local=b, local_channels_last=b_cl, ceiling=c)
         if device.type == "cuda" and name == "alexnet" and not args.quick:
             # the book's full run (10 epochs, all data) through (b), with the fast options on
             book = dict(cfg, num_epochs=10)
@@ -204,9 +201,14 @@ def main() -> int:
               f"{a['compute_only']:9.1f} compute-only")
         print(f"  (b) d2l_local         {b['end_to_end']:9.1f} ex/s end to end, "
               f"{b['compute_only']:9.1f} compute-only")
+        print(f"      training loop     {b['training_loop']:9.1f} ex/s (b without its evaluation)")
+        print(f"  (b') channels_last    {b_cl['end_to_end']:9.1f} ex/s end to end, "
+              f"{b_cl['compute_only']:9.1f} compute-only")
         print(f"  (c) compute ceiling   {c['compute_only']:9.1f} ex/s")
         print(f"  b/a = {entry['ratio_local_over_d2l']:.2f}   b/c = {entry['ratio_local_over_ceiling']:.2f}"
-              f"   achieved {achieved:.1f} GFLOP/s = {achieved / gemm:.2f} x matmul")
+              f"   (training loop)/c = {entry['ratio_local_training_loop_over_ceiling']:.2f}"
+              f"   b'/a = {entry['ratio_local_channels_last_over_d2l']:.2f}")
+        print(f"  achieved {achieved:.1f} GFLOP/s = {achieved / gemm:.2f} x the fp32 matmul rate")
         if "local_full_10_epochs" in entry:
             f = entry["local_full_10_epochs"]
             print(f"  full 10-epoch run through (b): {f['seconds']:.1f} s, test acc {f['test_acc']:.3f}")

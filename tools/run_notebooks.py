@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -25,6 +26,9 @@ from d2l_local.settings import setting_name
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
+# papermill does not show the kernel's stderr, and a bar would leave hundreds of frames in the
+# saved notebooks; the live plot (one figure, updated in place) shows the progress there
+os.environ.setdefault("D2L_PROGRESS", "0")
 
 
 def notebooks(names: list[str]) -> list[Path]:
@@ -67,7 +71,7 @@ def report(stem: str, setting: str, seconds: float, rows: list[dict]) -> None:
               f"test acc {r['test_acc']:.3f}, {r['examples_per_sec']:.1f} examples/sec "
               f"({r['wall_examples_per_sec']:.1f} end to end) on {r['device']}, "
               f"{r['num_examples']} training examples")
-        book = BOOK.get(r.get("book", stem))
+        book = BOOK.get(stem)
         if book:
             print(f"   the book   loss {book['train_loss']:.3f}, train acc {book['train_acc']:.3f}, "
                   f"test acc {book['test_acc']:.3f}, {book['examples_per_sec']:.1f} examples/sec"
