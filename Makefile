@@ -43,8 +43,11 @@ run: setup data  ## execute every notebook in this hardware's default setting; p
 bench: setup data  ## time the d2l pipeline, ours and the compute ceiling; write results/bench-*.json
 	$(PY) tools/bench.py
 
+# Jupyter refuses to run as root unless told (containers, CI machines)
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
+
 lab: setup data  ## start JupyterLab on the project's environment
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=notebooks $(ROOT_FLAG) $(LAB_ARGS)
 
 clean:  ## remove the environment, executed copies and caches (keeps data/)
 	rm -rf $(VENV) build .pytest_cache .ruff_cache

@@ -125,6 +125,11 @@ def default_num_workers() -> int:
     return max(0, min(4, (os.cpu_count() or 1) - 1))
 
 
+def _check_subset(name: str, n: int | None, total: int) -> None:
+    if n is not None and not 0 < n <= total:
+        raise ValueError(f"{name}={n}: choose 1 to {total:,} examples, or None for all")
+
+
 def load_data_fashion_mnist(batch_size: int, resize=None, *, num_workers: int | None = None,
                             root: Path | str | None = None, train_subset: int | None = None,
                             test_subset: int | None = None):
@@ -145,6 +150,8 @@ def load_data_fashion_mnist(batch_size: int, resize=None, *, num_workers: int | 
     trans = transforms.Compose(trans)
     mnist_train = torchvision.datasets.FashionMNIST(root=str(root), train=True, transform=trans)
     mnist_test = torchvision.datasets.FashionMNIST(root=str(root), train=False, transform=trans)
+    _check_subset("train_subset", train_subset, len(mnist_train))
+    _check_subset("test_subset", test_subset, len(mnist_test))
     if train_subset is not None:
         mnist_train = data.Subset(mnist_train, range(train_subset))
     if test_subset is not None:
@@ -208,6 +215,8 @@ def load_data_fashion_mnist_fast(batch_size: int, resize=None, *, device=None, s
     resizing); the training set is reshuffled every epoch from `seed`.
     """
     t = fashion_mnist_tensors(root)
+    _check_subset("train_subset", train_subset, len(t["train-labels-idx1-ubyte"]))
+    _check_subset("test_subset", test_subset, len(t["t10k-labels-idx1-ubyte"]))
     device = torch.device(device or "cpu")
     split = {"train": ("train", train_subset), "test": ("t10k", test_subset)}
     out = []
@@ -262,9 +271,12 @@ def prepare(root: Path | str | None = None) -> str:
         fashion_mnist_tensors(root)
         return "files already present"
     except DataError as e:
-        present = any((raw_dir(root) / n).exists() for n in FILES)
+        present = [raw_dir(root) / n for n in FILES if (raw_dir(root) / n).exists()]
         if present:
+            # torchvision's download skips files that exist, damaged or not
             print(f"re-creating the data: {e}", file=sys.stderr)
+            for path in present:
+                path.unlink()
     for source in (lambda: _try_debian(raw_dir(root)), lambda: _try_torchvision(root)):
         origin = source()
         if origin:

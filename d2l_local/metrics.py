@@ -116,21 +116,22 @@ class StepTimer:
     """
 
     def __init__(self, device: torch.device | str) -> None:
-        self.cuda = torch.device(device).type == "cuda"
+        self.device = torch.device(device)
+        self.cuda = self.device.type == "cuda"
         self.seconds = 0.0
         self._events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
 
     def start(self) -> None:
         if self.cuda:
             self._begin = torch.cuda.Event(enable_timing=True)
-            self._begin.record()
+            self._begin.record(torch.cuda.current_stream(self.device))
         else:
             self._tik = time.perf_counter()
 
     def stop(self) -> None:
         if self.cuda:
             end = torch.cuda.Event(enable_timing=True)
-            end.record()
+            end.record(torch.cuda.current_stream(self.device))
             self._events.append((self._begin, end))
         else:
             self.seconds += time.perf_counter() - self._tik

@@ -57,21 +57,22 @@ def setting_name(parameter: str | None = None) -> tuple[str, str]:
     return name, source
 
 
-def _injected_parameter_names() -> set[str] | None:
-    """Names assigned in the last executed parameters cell (papermill's starts '# Parameters')."""
+def _assigned(source: str) -> set[str]:
+    return {t.id for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Assign)
+            for t in node.targets if isinstance(t, ast.Name)}
+
+
+def _parameter_cells() -> list[set[str]] | None:
+    """Names assigned by each executed parameters cell, oldest first (the notebook's own and
+    papermill's injected one both start with '# Parameters'); None outside a notebook."""
     try:
         from IPython import get_ipython
     except ImportError:
         return None
     shell = get_ipython()
-    if shell is None:
+    if shell is None or "In" not in shell.user_ns:
         return None
-    for source in reversed(shell.user_ns.get("In", [])):
-        if source.lstrip().startswith("# Parameters"):
-            tree = ast.parse(source)
-            return {t.id for node in ast.walk(tree) if isinstance(node, ast.Assign)
-                    for t in node.targets if isinstance(t, ast.Name)}
-    return None
+    return [_assigned(src) for src in shell.user_ns["In"] if src.lstrip().startswith("# Parameters")]
 
 
 def choose_setting(table: dict[str, dict], namespace: dict | None = None, *,
@@ -87,14 +88,16 @@ def choose_setting(table: dict[str, dict], namespace: dict | None = None, *,
         raise ValueError(f"the settings table lacks {missing}")
     keys = set(table["full"])
     allowed = keys | {"setting"}
-    injected = _injected_parameter_names() or set()
-    unknown = sorted(injected - allowed)
+    cells = _parameter_cells()
+    unknown = sorted(cells[-1] - allowed) if cells else []
     if unknown:
         raise NameError(f"unknown parameter(s) {unknown}: this notebook takes "
                         f"{sorted(allowed)}; check the spelling")
-    name, source = setting_name(namespace.get("setting"))
+    # only names set in a parameters cell count, never a later variable of the same name
+    declared = set().union(*cells) if cells else allowed  # no parameters cell: a script
+    name, source = setting_name(namespace.get("setting") if "setting" in declared else None)
     values = dict(table[name])
-    for key in keys:
+    for key in sorted(keys & declared):
         if namespace.get(key) is not None and namespace[key] != values[key]:
             values[key] = namespace[key]
             source += f", {key} set by parameter"

@@ -33,7 +33,11 @@ from d2l_local.plotting import Animator
 
 @dataclass
 class History:
-    """What `train_ch6` measured. `examples_per_sec` is the book's figure (training steps only)."""
+    """What `train_ch6` measured. `examples_per_sec` is the book's figure (training steps only).
+
+    `epochs[i]` holds that epoch's loss and accuracies, and the times since the start of
+    training (`compute_seconds`, `wall_seconds`: cumulative, not per epoch).
+    """
 
     device: str
     epochs: list[dict] = field(default_factory=list)
@@ -101,6 +105,8 @@ def train_ch6(net: nn.Module, train_iter, test_iter, num_epochs: int, lr: float,
     device = torch.device(device)
     if bf16 and device.type != "cuda":
         raise ValueError(f"bf16=True needs a CUDA device, got {device}; leave it off on the CPU")
+    if num_epochs < 1:
+        raise ValueError(f"num_epochs={num_epochs}: train for at least one epoch")
     num_batches = len(train_iter)
     if num_batches == 0:
         raise ValueError("train_iter is empty: check the batch size and the subset size")

@@ -31,7 +31,9 @@ def d2l():
 @pytest.fixture
 def book_cwd(tmp_path, monkeypatch):
     """d2l hard-codes root='../data': give it a working directory where that is our data/."""
-    (tmp_path / "data").symlink_to(ROOT / "data")
+    from d2l_local import data_dir
+
+    (tmp_path / "data").symlink_to(data_dir())
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)

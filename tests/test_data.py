@@ -53,7 +53,10 @@ def test_damaged_data_is_reported_with_what_to_run(data_copy, name, how, says):
 
 
 def test_make_data_repairs_a_damaged_copy(data_copy):
-    from d2l_local.data import prepare
+    from d2l_local.data import DEBIAN_DIR, prepare
+
+    if not (DEBIAN_DIR / "train-images-idx3-ubyte.gz").exists():
+        pytest.skip("needs Debian's dataset-fashion-mnist (make data installs it as root)")
 
     _damage(data_copy / "train-images-idx3-ubyte", "truncate")
     assert prepare().startswith("Debian package")
@@ -118,3 +121,11 @@ def test_fast_path_leaves_the_global_rng_alone():
 
 def test_labels():
     assert d2l_local.get_fashion_mnist_labels([0, 9, torch.tensor(5)]) == ["t-shirt", "ankle boot", "sandal"]
+
+
+@pytest.mark.parametrize("subset", [0, -5, 60_001])
+def test_bad_subset_sizes_are_refused(subset):
+    with pytest.raises(ValueError, match="train_subset"):
+        d2l_local.load_data_fashion_mnist_fast(64, train_subset=subset)
+    with pytest.raises(ValueError, match="train_subset"):
+        d2l_local.load_data_fashion_mnist(64, train_subset=subset)

@@ -39,3 +39,14 @@ def test_misspelt_injected_parameter_is_an_error(monkeypatch):
     monkeypatch.setattr("IPython.get_ipython", lambda: Shell())
     with pytest.raises(NameError, match="bach_size"):
         settings.choose_setting(TABLE, {"setting": "smoke"}, verbose=False)
+
+
+def test_only_parameters_cells_override(monkeypatch):
+    class Shell:
+        user_ns = {"In": ["", "# Parameters\nsetting = None\nbatch_size = None\n", "x = 1"]}
+
+    monkeypatch.setattr("IPython.get_ipython", lambda: Shell())
+    # num_epochs is a key of the table but not a parameter here: a later variable, not an override
+    cfg = settings.choose_setting(TABLE, {"setting": "smoke", "batch_size": 8, "num_epochs": 99},
+                                  verbose=False)
+    assert (cfg.batch_size, cfg.num_epochs) == (8, 1)

@@ -162,7 +162,10 @@ def main() -> int:
     record = dict(device=str(device), device_name=device_name(device), versions=versions(),
                   cpu_threads=torch.get_num_threads(), cpu_count=os.cpu_count(),
                   date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                  gemm_gflops=gemm, models={})
+                  gemm_gflops=gemm, models={},
+                  # on CUDA, cuDNN convolutions may use TF32 while the matmul rate above is strict fp32
+                  cudnn_allow_tf32=torch.backends.cudnn.allow_tf32,
+                  matmul_allow_tf32=torch.backends.cuda.matmul.allow_tf32)
     for name in args.models:
         spec, cfg = SPECS[name], plan(device, args.quick)[name]
         size = spec["resize"] or 28
@@ -211,7 +214,8 @@ def main() -> int:
         print(f"  achieved {achieved:.1f} GFLOP/s = {achieved / gemm:.2f} x the fp32 matmul rate")
         if "local_full_10_epochs" in entry:
             f = entry["local_full_10_epochs"]
-            print(f"  full 10-epoch run through (b): {f['seconds']:.1f} s, test acc {f['test_acc']:.3f}")
+            print(f"  full 10-epoch run through (b) with {f['options']}: {f['seconds']:.1f} s, "
+                  f"test acc {f['test_acc']:.3f}")
     path = results_dir() / f"bench-{device_name(device)}.json"
     path.write_text(json.dumps(record, indent=1) + "\n")
     print(f"\nwrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")

@@ -4,9 +4,10 @@
     python tools/run_notebooks.py --setting smoke      # any of full, quick, smoke
     python tools/run_notebooks.py 05_training_alexnet  # some notebooks only
     python tools/run_notebooks.py --in-place           # refresh the committed outputs
+    python tools/run_notebooks.py 05 -p num_epochs=15  # override a notebook parameter
 
 Executed copies go to build/run/<setting>/ (or back into notebooks/ with --in-place).
-A parameter the notebook does not declare (`-p bach_size 64`) is an error, not a warning.
+A parameter the notebook does not declare (`-p bach_size=64`) is an error, not a warning.
 """
 
 from __future__ import annotations
@@ -42,7 +43,9 @@ def notebooks(names: list[str]) -> list[Path]:
 
 
 def parse_parameter(text: str) -> tuple[str, object]:
-    key, _, value = text.partition("=")
+    key, eq, value = text.partition("=")
+    if not eq or not key:
+        sys.exit(f"-p {text!r}: write NAME=VALUE, e.g. -p num_epochs=15")
     try:
         return key, json.loads(value)
     except json.JSONDecodeError:
@@ -87,6 +90,8 @@ def main() -> int:
     args = ap.parse_args()
 
     setting, source = setting_name(args.setting)
+    if setting == "smoke":  # smoke runs prove nothing worth keeping beside the real results
+        os.environ.setdefault("D2L_RESULTS_DIR", str(ROOT / "build" / "smoke-results"))
     parameters = dict(parse_parameter(p) for p in args.parameter)
     if args.setting:
         parameters["setting"] = args.setting
