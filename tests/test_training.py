@@ -2,6 +2,7 @@
 
 import contextlib
 import io
+import math
 import re
 
 import pytest
@@ -177,3 +178,21 @@ def test_results_file_records_the_run(fmnist, tmp_path, monkeypatch):
     assert path.name == "demo.smoke.cpu.json"
     assert (r["setting"], r["device"], r["seed"], r["note"]) == ("smoke", "cpu", 7, "x")
     assert r["test_acc"] == h.test_acc and len(r["epochs"]) == 3 and r["versions"]["torch"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("options", [{}, dict(channels_last=True, bf16=True)])
+def test_cuda_path(options):
+    """The GPU path end to end: data on the device, no per-step sync, CUDA-event timing."""
+    device = torch.device("cuda:0")
+    train_iter, test_iter = d2l_local.load_data_fashion_mnist_fast(
+        64, resize=64, device=device, train_subset=640, test_subset=256)
+    X, _ = next(iter(train_iter))
+    assert X.device.type == "cuda"
+    net = nn.Sequential(nn.Conv2d(1, 8, 5, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(4),
+                        nn.Flatten(), nn.Linear(128, 10))
+    h = d2l_local.train_ch6(net, train_iter, test_iter, 2, 0.1, device, verbose=False, **options)
+    assert h.device == "cuda:0" and 0 < h.compute_seconds <= h.wall_seconds
+    assert math.isfinite(h.train_loss) and 0 <= h.test_acc <= 1
+    assert d2l_local.estimate_train_seconds(net, (64, 1, 64, 64), device, num_train=640,
+                                            num_test=256, num_epochs=1) > 0
