@@ -108,13 +108,11 @@ def run_local(spec, cfg, device, **options) -> dict:
                 test_acc=h.test_acc)
 
 
-def run_ceiling(spec, cfg, device, steps: int, channels_last: bool = False) -> dict:
+def run_ceiling(spec, cfg, device, steps: int) -> dict:
     torch.manual_seed(0)
     net = spec["build"]().to(device)
     size = spec["resize"] or 28
     X = torch.rand(cfg["batch_size"], 1, size, size, device=device)
-    if channels_last:
-        net, X = net.to(memory_format=torch.channels_last), X.to(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (cfg["batch_size"],), device=device)
     optimizer = torch.optim.SGD(net.parameters(), lr=spec["lr"])
     loss = nn.CrossEntropyLoss()
