@@ -6,7 +6,9 @@
     python tools/run_notebooks.py --in-place           # refresh the committed outputs
     python tools/run_notebooks.py 05 -p num_epochs=15  # override a notebook parameter
 
-Executed copies go to build/run/<setting>/ (or back into notebooks/ with --in-place).
+Executed copies go to build/run/<setting>/ and their results files to build/run/<setting>/results/,
+so a reader's run changes no committed file; --in-place (for maintainers) writes the notebooks back
+into notebooks/ and the results into results/.
 A parameter the notebook does not declare (`-p bach_size=64`) is an error, not a warning.
 """
 
@@ -97,6 +99,8 @@ def main() -> int:
         parameters["setting"] = args.setting
     out_dir = NOTEBOOKS if args.in_place else ROOT / "build" / "run" / setting
     out_dir.mkdir(parents=True, exist_ok=True)
+    if not args.in_place:  # a reader's run leaves the committed results/ alone
+        os.environ.setdefault("D2L_RESULTS_DIR", str(out_dir / "results"))
     paths = notebooks(args.names)
     for path in paths:
         check_parameters(path, parameters)
