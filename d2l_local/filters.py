@@ -1,0 +1,97 @@
+"""The learned conv1 filters: saved with their provenance by the training notebook, loaded by `01`.
+
+AlexNet's first layer has 96 filters of 1x11x11 on Fashion-MNIST (46 KB in float32): small enough to
+commit, unlike the 187 MB of the whole net. A file `conv1_filters.<setting>.<device>.<images>.npz`
+holds the weights (`weights`, 96x1x11x11 float32) and a JSON string (`provenance`) that says which run
+made them: setting, device, epochs, training images seen, test accuracy, recipe, date. It is read
+with `allow_pickle=False`, so loading a file runs no code.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from d2l_local.device import device_name
+
+STEM = "conv1_filters"
+REQUIRED = ("setting", "device", "epochs", "images_seen", "test_acc", "test_images", "recipe")
+
+
+def first_conv(net: nn.Module) -> nn.Conv2d:
+    """The net's first `Conv2d` (AlexNet's conv1)."""
+    for module in net.modules():
+        if isinstance(module, nn.Conv2d):
+            return module
+    raise ValueError(f"{type(net).__name__} has no Conv2d layer; pass a convolutional net")
+
+
+def filters_path(directory: Path, setting: str, device, images_seen: int) -> Path:
+    """`<directory>/conv1_filters.<setting>.<device name>.<images seen>.npz`."""
+    return Path(directory) / f"{STEM}.{setting}.{device_name(device)}.{images_seen}.npz"
+
+
+def save_conv1_filters(net: nn.Module, directory: Path, *, setting: str, device, epochs: int,
+                       images_seen: int, test_acc: float, test_images: int, recipe: dict,
+                       **extra) -> Path:
+    """Write the first conv layer's weights and where they come from; return the file's path.
+
+    `recipe`: how the net was trained, e.g. dict(optimizer="SGD", lr=0.01, momentum=0.9,
+    batch_size=128, init="Xavier uniform"). `extra` goes into the provenance as it is.
+    """
+    weights = first_conv(net).weight.detach().cpu().float().numpy()
+    provenance = dict(setting=setting, device=str(device), device_name=device_name(device),
+                      epochs=int(epochs), images_seen=int(images_seen), test_acc=float(test_acc),
+                      test_images=int(test_images), recipe=dict(recipe), shape=list(weights.shape),
+                      torch=torch.__version__,
+                      date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                      **extra)
+    path = filters_path(directory, setting, device, images_seen)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:  # a file object: np.savez would append .npz to a str name
+        np.savez(f, weights=weights, provenance=np.array(json.dumps(provenance)))
+    return path
+
+
+def load_conv1_filters(path: Path) -> tuple[np.ndarray, dict]:
+    """(weights, provenance) from a file written by `save_conv1_filters`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such filters file; 05_training_alexnet writes one")
+    with np.load(path, allow_pickle=False) as data:
+        if "weights" not in data or "provenance" not in data:
+            raise ValueError(f"{path} is not a filters file (it holds {sorted(data)}); "
+                             "write one with save_conv1_filters")
+        weights, provenance = data["weights"], json.loads(str(data["provenance"]))
+    missing = [k for k in REQUIRED if k not in provenance]
+    if missing:
+        raise ValueError(f"{path}: the provenance lacks {missing}; write it with save_conv1_filters")
+    return weights, provenance
+
+
+def best_conv1_filters(directory: Path) -> Path | None:
+    """The filters file in `directory` from the run that saw the most training images (ties: the
+    higher test accuracy); None when there is none. Smoke runs never count: they prove nothing."""
+    best, best_key = None, None
+    for path in sorted(Path(directory).glob(f"{STEM}.*.npz")):
+        _, provenance = load_conv1_filters(path)
+        if provenance["setting"] == "smoke":
+            continue
+        key = (provenance["images_seen"], provenance["test_acc"])
+        if best_key is None or key > best_key:
+            best, best_key = path, key
+    return best
+
+
+def describe(provenance: dict) -> str:
+    """One line for a figure's title: which run made the filters."""
+    r = provenance["recipe"]
+    recipe = f"SGD lr {r.get('lr')}" + (f", momentum {r['momentum']}" if r.get("momentum") else "")
+    return (f"setting '{provenance['setting']}' on {provenance['device_name']}: "
+            f"{provenance['epochs']} epoch(s), {provenance['images_seen']:,} images seen, {recipe}, "
+            f"test acc {provenance['test_acc']:.3f} on {provenance['test_images']:,} images")
