@@ -57,7 +57,7 @@ def test_runs_in_smoke(path, smoke_dir):
 
 
 def test_architecture_notebook_states_the_parameter_count(smoke_dir):
-    nb = nbformat.read(smoke_dir / "03_alexnet_architecture.ipynb", as_version=4)
+    nb = nbformat.read(smoke_dir / "02_alexnet_architecture.ipynb", as_version=4)
     text = json.dumps([c.outputs for c in nb.cells if c.cell_type == "code"])
     assert "46,764,746" in text or "46764746" in text
 
@@ -67,7 +67,7 @@ def test_architecture_notebook_states_the_parameter_count(smoke_dir):
     (dict(setting="smok"), "choose one of full, quick, smoke"),
 ])
 def test_bad_parameters_stop_with_a_clear_error(tmp_path, parameters, says):
-    path = ROOT / "notebooks" / "03_alexnet_architecture.ipynb"
+    path = ROOT / "notebooks" / "02_alexnet_architecture.ipynb"
     with pytest.raises(pm.PapermillExecutionError, match=says):
         _execute(path, tmp_path, **parameters)
 
