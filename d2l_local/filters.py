@@ -31,6 +31,12 @@ def first_conv(net: nn.Module) -> nn.Conv2d:
     raise ValueError(f"{type(net).__name__} has no Conv2d layer; pass a convolutional net")
 
 
+def course_results_dir() -> Path:
+    """The repository's committed `results/`, whatever `$D2L_RESULTS_DIR` says: the filters the
+    course ships are read from here even when a reader's run writes its own results elsewhere."""
+    return Path(__file__).resolve().parent.parent / "results"
+
+
 def filters_path(directory: Path, setting: str, device, images_seen: int) -> Path:
     """`<directory>/conv1_filters.<setting>.<device name>.<images seen>.npz`."""
     return Path(directory) / f"{STEM}.{setting}.{device_name(device)}.{images_seen}.npz"

@@ -110,3 +110,28 @@ def show_images(imgs, num_rows, num_cols, titles=None, scale=1.5, *, cmap=None):
         if titles:
             ax.set_title(titles[i])
     return axes
+
+
+def show_filters(w, nrow: int, ax, title: str, *, colorbar: bool = True):
+    """A grid of convolution filters (n, 1, k, k) on `ax`, each scaled to [-1, 1] on its own.
+
+    A diverging colour map centred on zero (blue negative, white 0, red positive) and grey
+    padding between the filters, so that a filter's zero is never confused with the border.
+    Returns the image (for a colour bar of your own when `colorbar=False`).
+    """
+    import matplotlib
+    import torch
+    from torchvision.utils import make_grid
+
+    w = torch.as_tensor(w).detach().float().cpu()
+    if w.dim() != 4 or w.shape[1] != 1:
+        raise ValueError(f"filters of shape {tuple(w.shape)}: expected (n, 1, k, k), one input channel")
+    w = w / w.flatten(1).abs().amax(1).clamp_min(1e-12).view(-1, 1, 1, 1)  # each filter in [-1, 1]
+    grid = make_grid(w, nrow=nrow, padding=1, pad_value=float("nan"))[0].numpy()
+    cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="0.55")  # NaN padding: grey
+    image = ax.imshow(grid, cmap=cmap, vmin=-1, vmax=1, interpolation="nearest")
+    ax.set_title(title, fontsize=9)
+    ax.set_xticks([]), ax.set_yticks([])
+    if colorbar:
+        ax.figure.colorbar(image, ax=ax, shrink=0.8, label="weight / the filter's largest |weight|")
+    return image
