@@ -13,7 +13,10 @@ same numerics as `d2l.train_ch6` (Xavier init, plain SGD). What changes:
 - a tqdm progress bar (off with `progress=False` or `D2L_PROGRESS=0`);
 - keyword-only options: momentum and weight decay, channels-last memory
   format, bf16 autocast (CUDA only) and `torch.compile`. The defaults change
-  nothing; `bf16` changes the numerics, `momentum`/`weight_decay` the recipe.
+  nothing; `bf16` changes the numerics, `momentum`/`weight_decay` the recipe;
+- `checkpoint="file.pt"` saves the run after every epoch (atomically) and a
+  later call with the same file resumes from the last finished epoch, to the
+  same result as a run that was never stopped (see `checkpoint.py`).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from d2l_local import checkpoint as ckpt
 from d2l_local.metrics import StepTimer, correct_count, evaluate_accuracy_gpu
 from d2l_local.plotting import Animator
 
@@ -97,10 +101,13 @@ def _to_device(X: torch.Tensor, device: torch.device, channels_last: bool) -> to
 def train_ch6(net: nn.Module, train_iter, test_iter, num_epochs: int, lr: float, device, *,
               init_weights: bool = True, momentum: float = 0.0, weight_decay: float = 0.0,
               animate: bool | None = None, progress: bool | None = None, verbose: bool = True,
-              channels_last: bool = False, bf16: bool = False, compile: bool = False) -> History:
+              channels_last: bool = False, bf16: bool = False, compile: bool = False,
+              checkpoint: str | os.PathLike | None = None) -> History:
     """Train a model with a GPU (`d2l.train_ch6`); returns a `History`.
 
     animate: None shows the live plot in a notebook only; the figure is in `History.figure`.
+    checkpoint: a file; the run is saved there after every epoch, and resumed from it if it
+    exists (delete the file to start again).
     """
     device = torch.device(device)
     if bf16 and device.type != "cuda":
@@ -110,7 +117,9 @@ def train_ch6(net: nn.Module, train_iter, test_iter, num_epochs: int, lr: float,
     num_batches = len(train_iter)
     if num_batches == 0:
         raise ValueError("train_iter is empty: check the batch size and the subset size")
-    if init_weights:
+    config = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, num_batches=num_batches)
+    saved = _load_checkpoint(checkpoint, config, num_epochs) if checkpoint else None
+    if init_weights and saved is None:
         net.apply(init_weights_xavier)
     if verbose:
         print("training on", device)
@@ -130,12 +139,21 @@ def train_ch6(net: nn.Module, train_iter, test_iter, num_epochs: int, lr: float,
     history = History(device=str(device))
     step_timer = StepTimer(device)
     start = time.perf_counter()
+    first_epoch = 0
+    if saved is not None:
+        first_epoch = _resume(saved, net, optimizer, history, step_timer, animator, train_iter)
+        start -= history.wall_seconds
+        train_l, train_acc, test_acc = history.train_loss, history.train_acc, history.test_acc
+        if verbose:
+            print(f"resuming from {checkpoint}: {first_epoch} of {num_epochs} epochs done "
+                  "(delete the file to start again)")
 
     from tqdm import tqdm
 
-    bar = tqdm(total=num_epochs * num_batches, unit="batch", disable=not progress_enabled(progress),
-               file=sys.stderr, mininterval=2.0, dynamic_ncols=True)
-    for epoch in range(num_epochs):
+    bar = tqdm(total=(num_epochs - first_epoch) * num_batches, unit="batch",
+               disable=not progress_enabled(progress), file=sys.stderr, mininterval=2.0,
+               dynamic_ncols=True)
+    for epoch in range(first_epoch, num_epochs):
         # on the device: sum of training loss, number correct; on the host: examples seen
         loss_sum = torch.zeros((), dtype=sum_dtype, device=device)
         correct = torch.zeros((), dtype=torch.int64, device=device)
@@ -170,6 +188,10 @@ def train_ch6(net: nn.Module, train_iter, test_iter, num_epochs: int, lr: float,
         history.epochs.append(dict(epoch=epoch + 1, train_loss=train_l, train_acc=train_acc,
                                    test_acc=test_acc, compute_seconds=step_timer.total(),
                                    wall_seconds=time.perf_counter() - start))
+        if checkpoint:
+            history.compute_seconds = step_timer.total()
+            history.wall_seconds = time.perf_counter() - start
+            _save_checkpoint(checkpoint, config, net, optimizer, history, animator, train_iter)
     bar.close()
     history.compute_seconds = step_timer.total()
     history.wall_seconds = time.perf_counter() - start
@@ -178,6 +200,50 @@ def train_ch6(net: nn.Module, train_iter, test_iter, num_epochs: int, lr: float,
         print(f"loss {train_l:.3f}, train acc {train_acc:.3f}, test acc {test_acc:.3f}")
         print(f"{history.examples_per_sec:.1f} examples/sec on {device}")
     return history
+
+
+def _save_checkpoint(path, config, net, optimizer, history, animator, train_iter) -> None:
+    ckpt.save(path, config=config, epoch=len(history.epochs),
+              net=net.state_dict(), optimizer=optimizer.state_dict(),
+              history={k: v for k, v in asdict(history).items() if k != "figure"},
+              plot=dict(X=animator.X, Y=animator.Y), rng=ckpt.rng_state(train_iter))
+
+
+def _load_checkpoint(path, config: dict, num_epochs: int) -> dict | None:
+    if not os.path.exists(path):
+        return None
+    saved = ckpt.load(path)
+    differ = {k: (saved["config"].get(k), v) for k, v in config.items() if saved["config"].get(k) != v}
+    if differ:
+        raise ckpt.CheckpointError(
+            f"checkpoint {path} was written by a run with other values: "
+            + ", ".join(f"{k} {old} there, {new} now" for k, (old, new) in differ.items())
+            + ". Use the same values to resume, or delete the file (or choose another) to start again.")
+    if saved["epoch"] > num_epochs:
+        raise ckpt.CheckpointError(
+            f"checkpoint {path} has {saved['epoch']} epochs done, more than num_epochs={num_epochs}. "
+            "Ask for at least as many epochs, or delete the file to start again.")
+    return saved
+
+
+def _resume(saved: dict, net, optimizer, history: History, step_timer: StepTimer, animator,
+            train_iter) -> int:
+    """Put the saved state back; returns the number of finished epochs."""
+    try:
+        net.load_state_dict(saved["net"])
+    except RuntimeError as e:
+        raise ckpt.CheckpointError(f"the checkpoint holds another net's weights ({e}). Delete the file "
+                                   "(or choose another) to train this net from the start.") from None
+    optimizer.load_state_dict(saved["optimizer"])
+    for key, value in saved["history"].items():
+        if key != "device":
+            setattr(history, key, value)
+    step_timer.seconds = history.compute_seconds
+    animator.X, animator.Y = saved["plot"]["X"], saved["plot"]["Y"]
+    if animator.X:
+        animator.add(saved["epoch"], (None,) * len(animator.X))  # redraw the points so far
+    ckpt.set_rng_state(saved["rng"], train_iter)
+    return saved["epoch"]
 
 
 def estimate_train_seconds(net: nn.Module, input_shape, device, *, num_train: int,
