@@ -1,0 +1,108 @@
+"""The exercises' runs that a CPU can make at the book's length (`full`), written to results/.
+
+    python tools/exercise_full_runs.py --list            # what there is
+    python tools/exercise_full_runs.py ex5-lenet-relu-dropout.seed0 ...
+    python tools/exercise_full_runs.py all               # every run whose results file is missing
+
+Each run is `d2l_local.exercises.run_recipe` with the recipe below (the same call the notebooks make)
+and writes `results/<notebook>.<run>.full.<device>.json`. The 28x28 nets need no resize, so they run at
+the book's length on a 2-core CPU: a LeNet in about a minute, `net_28x28` (the source's `net_Better`)
+in about 25 minutes. Hold the machine's lock: `flock /tmp/heavy.lock python tools/exercise_full_runs.py ...`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import torch
+
+from d2l_local import models
+from d2l_local.device import device_name, try_gpu
+from d2l_local.exercises import run_recipe
+from d2l_local.results import results_dir, save_results
+from d2l_local.settings import Setting
+
+BOOK_28 = dict(batch_size=128, lr=0.01, num_epochs=10)            # exercise 2 in source 000
+LENET_BOOK = dict(batch_size=256, lr=0.9, num_epochs=15)          # D2L 6.6's LeNet recipe, 15 epochs
+LENET_128 = dict(batch_size=128, num_epochs=10)                   # exercise 5 in source 000: batch 128
+
+RECIPES = {  # run name -> (notebook, builder, recipe)
+    "ex1-lenet-15ep": ("06_ex1_more_epochs", models.lenet, LENET_BOOK),
+    "ex2-net_28x28": ("07_ex2_small_images", models.net_28x28, BOOK_28),
+    "ex2-net_28x28_small": ("07_ex2_small_images", models.net_28x28_small, BOOK_28),
+    "ex5-lenet": ("10_ex5_lenet_dropout_relu", models.lenet, dict(LENET_128, lr=0.9)),
+    "ex5-lenet-relu-dropout": ("10_ex5_lenet_dropout_relu", models.lenet_relu_dropout,
+                               dict(LENET_128, lr=0.6)),
+    "ex5-lenet-relu-dropout-normalize": ("10_ex5_lenet_dropout_relu", models.lenet_relu_dropout,
+                                         dict(LENET_128, lr=0.6, preprocessing="normalize")),
+    "ex5-lenet-relu-dropout-augment": ("10_ex5_lenet_dropout_relu", models.lenet_relu_dropout,
+                                       dict(LENET_128, lr=0.6, preprocessing="normalize+augment")),
+}
+SEEDS = {"ex1-lenet-15ep": (0, 1, 2), "ex2-net_28x28": (0,), "ex2-net_28x28_small": (0,),
+         "ex5-lenet-relu-dropout": (0, 1, 2)}  # the others: seeds 0 and 1
+
+
+def all_runs() -> list[str]:
+    return [f"{name}.seed{s}" for name in RECIPES for s in SEEDS.get(name, (0, 1))]
+
+
+def results_path(run: str):
+    name, _ = run.split(".")
+    return results_dir() / f"{RECIPES[name][0]}.{run}.full.{device_name(try_gpu())}.json"
+
+
+def cpu_model() -> str:
+    """The processor's name (/proc/cpuinfo on Linux; platform.processor() elsewhere)."""
+    import platform
+    from pathlib import Path
+
+    info = Path("/proc/cpuinfo")
+    if info.exists():
+        for line in info.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def make_run(run: str) -> None:
+    name, seed_text = run.split(".")
+    seed = int(seed_text.removeprefix("seed"))
+    notebook, build, recipe = RECIPES[name]
+    device = try_gpu()
+    start = time.time()
+    _, history = run_recipe(build, device=device, seed=seed, progress=False, animate=False, **recipe)
+    values = dict(recipe, model=build.__name__, resize=None, train_subset=None, test_subset=None)
+    cfg = Setting("full", "tools/exercise_full_runs.py", device, values, {})
+    path = save_results(f"{notebook}.{run}", cfg, history, seed=seed,
+                        extra=dict(run=run, model=build.__name__, cpu_model=cpu_model()))
+    print(f"{run}: test acc {history.test_acc:.3f}, {history.examples_per_sec:.0f} ex/s, "
+          f"{time.time() - start:.0f} s -> {path.name}", flush=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", nargs="*", help="run names (see --list), or 'all' for the missing ones")
+    ap.add_argument("--list", action="store_true")
+    ap.add_argument("--force", action="store_true", help="run even if the results file exists")
+    args = ap.parse_args()
+    if args.list or not args.runs:
+        for run in all_runs():
+            print(run, "(done)" if results_path(run).exists() else "")
+        return 0
+    runs = all_runs() if args.runs == ["all"] else args.runs
+    unknown = [r for r in runs if r not in all_runs()]
+    if unknown:
+        sys.exit(f"unknown run(s) {unknown}; --list shows them")
+    print(f"{torch.get_num_threads()} threads on {try_gpu()}")
+    for run in runs:
+        if results_path(run).exists() and not args.force:
+            print(f"{run}: done ({results_path(run).name}); --force runs it again")
+            continue
+        make_run(run)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
