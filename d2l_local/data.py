@@ -205,6 +205,14 @@ class FashionMNISTBatches:
     def device(self) -> torch.device:
         return self.images.device
 
+    @property
+    def example_shape(self) -> tuple[int, int, int]:
+        """(1, H, W) of one example after resizing."""
+        if not self.resize:
+            return (1, *self.images.shape[1:])
+        size = (self.resize, self.resize) if isinstance(self.resize, int) else tuple(self.resize)
+        return (1, *size)
+
 
 def load_data_fashion_mnist_fast(batch_size: int, resize=None, *, device=None, seed: int = 0,
                                  root: Path | str | None = None, train_subset: int | None = None,
@@ -230,9 +238,11 @@ def load_data_fashion_mnist_fast(batch_size: int, resize=None, *, device=None, s
 
 # ---------------------------------------------------------------- make data
 def _decompress_from(src_dir: Path, dest: Path) -> None:
-    dest.mkdir(parents=True, exist_ok=True)
+    """Decompress the four files; each appears whole or not at all (an interrupt leaves no half file)."""
+    from d2l_local.checkpoint import atomic_write
+
     for name in FILES:
-        with gzip.open(src_dir / f"{name}.gz", "rb") as fin, open(dest / name, "wb") as fout:
+        with gzip.open(src_dir / f"{name}.gz", "rb") as fin, atomic_write(dest / name) as fout:
             shutil.copyfileobj(fin, fout)
 
 
@@ -253,14 +263,23 @@ def _try_debian(dest: Path) -> str | None:
 
 
 def _try_torchvision(root: Path) -> str | None:
+    """Download with torchvision into a temporary folder, then move the checked files in."""
+    import tempfile
+
     import torchvision
 
-    try:
-        for train in (True, False):
-            torchvision.datasets.FashionMNIST(root=str(root), train=train, download=True)
-    except Exception as e:  # network errors vary by platform
-        print(f"torchvision download failed: {e}", file=sys.stderr)
-        return None
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=root, prefix=".download-") as tmp:
+        try:
+            for train in (True, False):
+                torchvision.datasets.FashionMNIST(root=tmp, train=train, download=True)
+            fashion_mnist_tensors(tmp)
+        except Exception as e:  # network errors vary by platform
+            print(f"torchvision download failed: {e}", file=sys.stderr)
+            return None
+        raw_dir(root).mkdir(parents=True, exist_ok=True)
+        for name in FILES:
+            os.replace(raw_dir(Path(tmp)) / name, raw_dir(root) / name)
     return "torchvision download"
 
 

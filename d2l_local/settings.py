@@ -17,6 +17,7 @@ from d2l_local.device import try_gpu
 
 SETTING_ENV = "D2L_SETTING"
 NAMES = ("full", "quick", "smoke")
+_last: Setting | None = None  # what the last `choose_setting` chose (train_ch6 checks `full`)
 
 
 class Setting(dict):
@@ -40,6 +41,11 @@ class Setting(dict):
         else:
             lines.append("the book's values: " + ", ".join(f"{k}={v}" for k, v in self.items()))
         return "\n".join(lines)
+
+
+def last_chosen() -> Setting | None:
+    """The setting chosen last in this process (a notebook's kernel), or None."""
+    return _last
 
 
 def setting_name(parameter: str | None = None) -> tuple[str, str]:
@@ -103,6 +109,8 @@ def choose_setting(table: dict[str, dict], namespace: dict | None = None, *,
             source += f", {key} set by parameter"
     changed = {k: (table["full"][k], v) for k, v in values.items() if v != table["full"][k]}
     cfg = Setting(name, source, try_gpu(), values, changed)
+    global _last
+    _last = cfg
     if verbose:
         print(cfg.describe())
     return cfg

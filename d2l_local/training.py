@@ -14,6 +14,11 @@ same numerics as `d2l.train_ch6` (Xavier init, plain SGD). What changes:
 - keyword-only options: momentum and weight decay, channels-last memory
   format, bf16 autocast (CUDA only) and `torch.compile`. The defaults change
   nothing; `bf16` changes the numerics, `momentum`/`weight_decay` the recipe;
+- before training, two checks that stop with an error saying what to do:
+  the `full` setting on a machine without a CUDA GPU when it would take more
+  than `LONG_MINUTES` here (unless `$D2L_ALLOW_LONG=1`), and a batch that does
+  not fit in memory (estimated on a CPU; caught when CUDA runs out), with a
+  batch size that fits;
 - `checkpoint="file.pt"` saves the run after every epoch (atomically) and a
   later call with the same file resumes from the last finished epoch, to the
   same result as a run that was never stopped (see `checkpoint.py`).
@@ -22,6 +27,7 @@ same numerics as `d2l.train_ch6` (Xavier init, plain SGD). What changes:
 from __future__ import annotations
 
 import copy
+import math
 import os
 import sys
 import time
@@ -31,8 +37,20 @@ import torch
 from torch import nn
 
 from d2l_local import checkpoint as ckpt
+from d2l_local import settings
 from d2l_local.metrics import StepTimer, correct_count, evaluate_accuracy_gpu
 from d2l_local.plotting import Animator
+
+ALLOW_LONG_ENV = "D2L_ALLOW_LONG"
+LONG_MINUTES = 10  # `full` without a CUDA GPU stops first when the estimate is longer
+
+
+class LongRunError(RuntimeError):
+    """The `full` setting would run for hours here; the message says how long and what to do."""
+
+
+class BatchTooLargeError(MemoryError):
+    """A training step at this batch size does not fit in the device's memory."""
 
 
 @dataclass
@@ -127,6 +145,12 @@ def train_ch6(net: nn.Module, train_iter, test_iter, num_epochs: int, lr: float,
     if channels_last:
         net.to(memory_format=torch.channels_last)
     model = torch.compile(net) if compile else net
+    shape = batch_shape(train_iter)
+    if shape is not None:
+        _check_long_run(net, shape, train_iter, test_iter, num_epochs - (saved or {}).get("epoch", 0),
+                        device)
+        if device.type in ("cpu", "mps"):  # unified memory; CUDA: caught below when it runs out
+            _check_host_memory(net, shape, device)
     optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum,
                                 weight_decay=weight_decay)
     loss = nn.CrossEntropyLoss()
@@ -153,45 +177,56 @@ def train_ch6(net: nn.Module, train_iter, test_iter, num_epochs: int, lr: float,
     bar = tqdm(total=(num_epochs - first_epoch) * num_batches, unit="batch",
                disable=not progress_enabled(progress), file=sys.stderr, mininterval=2.0,
                dynamic_ncols=True)
-    for epoch in range(first_epoch, num_epochs):
-        # on the device: sum of training loss, number correct; on the host: examples seen
-        loss_sum = torch.zeros((), dtype=sum_dtype, device=device)
-        correct = torch.zeros((), dtype=torch.int64, device=device)
-        seen = 0
-        net.train()
-        bar.set_description(f"epoch {epoch + 1}/{num_epochs}")
-        for i, (X, y) in enumerate(train_iter):
-            step_timer.start()
-            optimizer.zero_grad()
-            X, y = _to_device(X, device, channels_last), y.to(device)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=bf16):
-                y_hat = model(X)
-                l = loss(y_hat, y)
-            l.backward()
-            optimizer.step()
-            with torch.no_grad():
-                loss_sum += (l * X.shape[0]).to(sum_dtype)
-                correct += correct_count(y_hat, y)
-            seen += X.shape[0]
-            step_timer.stop()
-            bar.update(1)
-            if (i + 1) % report_every == 0 or i == num_batches - 1:
-                train_l = loss_sum.item() / seen  # a sync point, a few times per epoch
-                train_acc = correct.item() / seen
-                animator.add(epoch + (i + 1) / num_batches, (train_l, train_acc, None))
-                bar.set_postfix(loss=f"{train_l:.3f}", acc=f"{train_acc:.3f}", refresh=False)
-        eval_start = time.perf_counter()
-        test_acc = evaluate_accuracy_gpu(model, test_iter, device, autocast_dtype=amp_dtype)
-        history.eval_seconds += time.perf_counter() - eval_start  # it synced to read the count
-        animator.add(epoch + 1, (None, None, test_acc))
-        history.num_examples += seen
-        history.epochs.append(dict(epoch=epoch + 1, train_loss=train_l, train_acc=train_acc,
-                                   test_acc=test_acc, compute_seconds=step_timer.total(),
-                                   wall_seconds=time.perf_counter() - start))
-        if checkpoint:
-            history.compute_seconds = step_timer.total()
-            history.wall_seconds = time.perf_counter() - start
-            _save_checkpoint(checkpoint, config, net, optimizer, history, animator, train_iter)
+    out_of_memory = None
+    try:
+        for epoch in range(first_epoch, num_epochs):
+            # on the device: sum of training loss, number correct; on the host: examples seen
+            loss_sum = torch.zeros((), dtype=sum_dtype, device=device)
+            correct = torch.zeros((), dtype=torch.int64, device=device)
+            seen = 0
+            net.train()
+            bar.set_description(f"epoch {epoch + 1}/{num_epochs}")
+            for i, (X, y) in enumerate(train_iter):
+                step_timer.start()
+                optimizer.zero_grad()
+                X, y = _to_device(X, device, channels_last), y.to(device)
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=bf16):
+                    y_hat = model(X)
+                    l = loss(y_hat, y)
+                l.backward()
+                optimizer.step()
+                with torch.no_grad():
+                    loss_sum += (l * X.shape[0]).to(sum_dtype)
+                    correct += correct_count(y_hat, y)
+                seen += X.shape[0]
+                step_timer.stop()
+                bar.update(1)
+                if (i + 1) % report_every == 0 or i == num_batches - 1:
+                    train_l = loss_sum.item() / seen  # a sync point, a few times per epoch
+                    train_acc = correct.item() / seen
+                    animator.add(epoch + (i + 1) / num_batches, (train_l, train_acc, None))
+                    bar.set_postfix(loss=f"{train_l:.3f}", acc=f"{train_acc:.3f}", refresh=False)
+            eval_start = time.perf_counter()
+            test_acc = evaluate_accuracy_gpu(model, test_iter, device, autocast_dtype=amp_dtype)
+            history.eval_seconds += time.perf_counter() - eval_start  # it synced to read the count
+            animator.add(epoch + 1, (None, None, test_acc))
+            history.num_examples += seen
+            history.epochs.append(dict(epoch=epoch + 1, train_loss=train_l, train_acc=train_acc,
+                                       test_acc=test_acc, compute_seconds=step_timer.total(),
+                                       wall_seconds=time.perf_counter() - start))
+            if checkpoint:
+                history.compute_seconds = step_timer.total()
+                history.wall_seconds = time.perf_counter() - start
+                _save_checkpoint(checkpoint, config, net, optimizer, history, animator, train_iter)
+    except (torch.cuda.OutOfMemoryError, RuntimeError) as e:
+        if not is_out_of_memory(e):
+            raise
+        out_of_memory = str(e).strip().splitlines()[0]
+    if out_of_memory is not None:  # here, after the except block has let go of its frames
+        bar.close()
+        X = y = y_hat = l = None  # noqa: F841 (free the failed step's tensors)
+        optimizer.zero_grad(set_to_none=True)
+        raise batch_too_large(out_of_memory, model, loss, shape, device, amp_dtype)
     bar.close()
     history.compute_seconds = step_timer.total()
     history.wall_seconds = time.perf_counter() - start
@@ -283,3 +318,157 @@ def estimate_train_seconds(net: nn.Module, input_shape, device, *, num_train: in
         with torch.no_grad():
             eval_s = timed(lambda: model(X))
     return num_epochs * (num_train / batch * train_s + num_test / batch * eval_s)
+
+
+# ------------------------------------------------ checks before a run: its length, its memory
+def batch_shape(data_iter) -> tuple | None:
+    """(batch, C, H, W) of a training batch, read without drawing one (the RNG is untouched)."""
+    batch = getattr(data_iter, "batch_size", None)
+    try:
+        if hasattr(data_iter, "example_shape"):  # ours: FashionMNISTBatches
+            return (batch, *data_iter.example_shape)
+        dataset = getattr(data_iter, "dataset", None)  # a DataLoader
+        if batch and dataset is not None and len(dataset):
+            return (batch, *dataset[0][0].shape)
+    except Exception:  # an unusual data set: no checks rather than a wrong one
+        return None
+    return None
+
+
+def _num_examples(data_iter, batch: int) -> int:
+    for n in (lambda: len(data_iter.dataset), lambda: len(data_iter.labels)):
+        try:
+            return n()
+        except (AttributeError, TypeError):
+            pass
+    return len(data_iter) * batch
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} minutes"
+    return f"{seconds / 3600:.1f} hours"
+
+
+def long_run_allowed() -> bool:
+    return os.environ.get(ALLOW_LONG_ENV, "").lower() in ("1", "true", "yes", "on")
+
+
+def _check_long_run(net, shape, train_iter, test_iter, num_epochs: int, device) -> None:
+    """The `full` setting without a CUDA GPU: estimate first, stop if it is long and not asked for."""
+    cfg = settings.last_chosen()
+    if cfg is None or cfg.name != "full" or device.type == "cuda" or num_epochs < 1:
+        return
+    if long_run_allowed():
+        return
+    probe = (min(shape[0], 16), *shape[1:])  # seconds, not minutes, on a CPU; time scales with batch
+    seconds = estimate_train_seconds(net, probe, device, steps=1, num_epochs=num_epochs,
+                                     num_train=_num_examples(train_iter, shape[0]),
+                                     num_test=_num_examples(test_iter, shape[0]))
+    if seconds <= LONG_MINUTES * 60:
+        return
+    raise LongRunError(
+        f"the 'full' setting (the book's) would train for about {_duration(seconds)} on this "
+        f"machine's {device} (estimated from timed training steps); nothing was trained. "
+        "For a run in minutes, use the 'quick' setting: setting = \"quick\" in the parameters cell, "
+        "or D2L_SETTING=quick. To run 'full' here anyway, set "
+        f"{ALLOW_LONG_ENV}=1: run `%env {ALLOW_LONG_ENV}=1` in a cell and run this cell again, or "
+        f"start with `{ALLOW_LONG_ENV}=1 .venv/bin/python tools/run_notebooks.py --setting full` "
+        f"(or `{ALLOW_LONG_ENV}=1 make lab`).")
+
+
+def step_bytes(net: nn.Module, example_shape, device) -> tuple[int, int]:
+    """(bytes per example, fixed bytes) of a training step, estimated from one forward pass.
+
+    Per example: every layer's output, kept for the backward pass, and its gradient (x2).
+    Fixed: the parameters, their gradients and the optimizer's momentum (x3).
+    """
+    sizes = []
+
+    def hook(module, inputs, output):
+        if isinstance(output, torch.Tensor):
+            sizes.append(output.numel() * output.element_size())
+
+    leaves = [m for m in net.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    was_training = net.training
+    try:
+        net.eval()
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            net(torch.zeros(1, *example_shape, device=device))
+    finally:
+        net.train(was_training)
+        for h in handles:
+            h.remove()
+    per_example = 2 * sum(sizes) + 4 * math.prod(example_shape)
+    fixed = 3 * sum(p.numel() * p.element_size() for p in net.parameters())
+    return per_example, fixed
+
+
+def _largest_power_of_two(limit: float) -> int:
+    return 2 ** int(math.log2(limit)) if limit >= 1 else 0
+
+
+def _check_host_memory(net, shape, device) -> None:
+    """On a CPU (or Apple's unified memory): refuse a batch that cannot fit in the free memory."""
+    try:
+        import psutil
+    except ImportError:
+        return
+    per_example, fixed = step_bytes(net, shape[1:], device)
+    available = psutil.virtual_memory().available
+    need = fixed + per_example * shape[0]
+    if need <= available:
+        return
+    fits = _largest_power_of_two((0.8 * available - fixed) / per_example)
+    gib = 2**30
+    advice = (f"try batch_size={fits} (or set batch_size in the parameters cell)" if fits else
+              "even one example does not fit: close other programs or use a smaller net or resize")
+    raise BatchTooLargeError(
+        f"batch_size={shape[0]} of {tuple(shape[1:])} images needs about {need / gib:.1f} GiB for a "
+        f"training step of this net (estimated), but only {available / gib:.1f} GiB of memory is free; "
+        f"{advice}.")
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    text = str(e).lower()
+    return isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in text or \
+        "can't allocate memory" in text
+
+
+def _step_fits(model, loss, shape, device, amp_dtype) -> bool:
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            X = torch.rand(*shape, device=device)
+            y = torch.zeros(shape[0], dtype=torch.long, device=device)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                l = loss(model(X), y)
+            l.backward()
+        return True
+    except (torch.cuda.OutOfMemoryError, RuntimeError) as e:
+        if not is_out_of_memory(e):
+            raise
+        return False
+    finally:
+        for p in model.parameters():
+            p.grad = None
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def batch_too_large(message: str, model, loss, shape, device, amp_dtype) -> BatchTooLargeError:
+    """The error for a step that ran out of memory, with a batch size that was tried and fits."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    fits = None
+    if shape is not None:
+        size = shape[0] // 2
+        while size >= 1 and fits is None:
+            if _step_fits(model, loss, (size, *shape[1:]), device, amp_dtype):
+                fits = size
+            size //= 2
+    where = f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else str(device)
+    advice = (f"batch_size={fits} fits (a training step was tried); set it in the parameters cell"
+              if fits else "no smaller batch fits either: use a smaller net or smaller images")
+    size_text = f"batch_size={shape[0]}" if shape is not None else "this batch size"
+    return BatchTooLargeError(f"{size_text} does not fit in the memory of {where}: {message}. {advice}.")
