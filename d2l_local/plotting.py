@@ -13,9 +13,30 @@ notebook executed headlessly keeps a pile of frames. This one draws on its own
 
 from __future__ import annotations
 
+import contextlib
 import io
 
 from matplotlib.figure import Figure
+
+_LABELS: dict = {}  # title and ylabel for the Animators made inside `plot_labels`
+
+
+@contextlib.contextmanager
+def plot_labels(*, title: str | None = None, ylabel: str | None = None):
+    """Give the live plots made inside this block (e.g. by `train_ch6`) a title and a y label:
+
+        with plot_labels(title="setting 'quick' on cpu, SGD lr 0.01, momentum 0.9"):
+            history = train_ch6(...)
+
+    The book's `train_ch6` draws its plot without either; this names the run on the figure.
+    """
+    old = dict(_LABELS)
+    _LABELS.update({k: v for k, v in dict(title=title, ylabel=ylabel).items() if v is not None})
+    try:
+        yield
+    finally:
+        _LABELS.clear()
+        _LABELS.update(old)
 
 
 def in_notebook() -> bool:
@@ -48,11 +69,18 @@ class Animator:
                  xscale="linear", yscale="linear", fmts=("-", "m--", "g-.", "r:"),
                  nrows=1, ncols=1, figsize=(3.5, 2.5), *, display: bool | None = None) -> None:
         legend = legend or []
+        ylabel = ylabel or _LABELS.get("ylabel")
         self.fig = Figure(figsize=figsize)
         axes = self.fig.subplots(nrows, ncols)
         self.axes = [axes] if nrows * ncols == 1 else list(axes.flat)
-        self.config_axes = lambda: set_axes(self.axes[0], xlabel, ylabel, xlim, ylim,
-                                            xscale, yscale, legend)
+        title = _LABELS.get("title")
+
+        def config_axes():
+            set_axes(self.axes[0], xlabel, ylabel, xlim, ylim, xscale, yscale, legend)
+            if title:
+                self.axes[0].set_title(title, fontsize=8)
+
+        self.config_axes = config_axes
         self.X, self.Y, self.fmts = None, None, fmts
         self.display = in_notebook() if display is None else display
         self._handle = None
