@@ -51,7 +51,7 @@ def lenet() -> nn.Sequential:
 
 
 def net_28x28(num_classes: int = 10) -> nn.Sequential:
-    """An AlexNet-style net for 28x28 images (source `000`, exercise 2, `net_Better`)."""
+    """An AlexNet-style net for 28x28 images ([Exercise notes], exercise 2, `net_Better`)."""
     return nn.Sequential(
         nn.Conv2d(1, 64, kernel_size=5, stride=2, padding=2), nn.ReLU(),
         nn.MaxPool2d(kernel_size=3, stride=1),
@@ -104,7 +104,7 @@ def net_28x28_small(num_classes: int = 10) -> nn.Sequential:
 
 
 def lenet_relu_dropout(p: float = 0.2) -> nn.Sequential:
-    """LeNet with ReLU and dropout (exercise 5; source `000`'s `net_try`): average pooling kept."""
+    """LeNet with ReLU and dropout (exercise 5; [Exercise notes]' `net_try`): average pooling kept."""
     return nn.Sequential(
         nn.Conv2d(1, 6, kernel_size=5, padding=2), nn.ReLU(),
         nn.AvgPool2d(kernel_size=2, stride=2),

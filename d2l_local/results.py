@@ -14,10 +14,11 @@ from d2l_local.device import device_name
 
 RESULTS_DIR_ENV = "D2L_RESULTS_DIR"
 
-# The book's numbers (source `000`, a 4 GB GPU; `002`, a CPU), by the notebook that reproduces them.
+# The book's numbers ([Exercise notes], a 4 GB GPU; [CPU notes], a CPU: the README's Sources), by the
+# notebook that reproduces them.
 BOOK = {
     "05_training_alexnet": dict(train_loss=0.330, train_acc=0.879, test_acc=0.878, examples_per_sec=592.4,
-                    where="D2L 7.1.4, source 000 (cuda:0, a 4 GB GPU); 002 on a CPU: "
+                    where="D2L 7.1.4, [Exercise notes] (cuda:0, a 4 GB GPU); [CPU notes] on a CPU: "
                           "0.327 / 0.880 / 0.883 at 20.6 ex/s"),
 }
 
