@@ -54,6 +54,21 @@ def test_runs_in_smoke(path, smoke_dir):
         assert r["setting"] == "smoke" and r["seed"] is not None and r["versions"]["torch"]
         assert all(math.isfinite(e["train_loss"]) for e in r["epochs"])
         assert 0 <= r["test_acc"] <= 1 and r["examples_per_sec"] > 0
+    if path.stem == "05_training_alexnet":  # conv1's filters for 01; never the 187 MB weights in smoke
+        assert list((smoke_dir / "results").glob("conv1_filters.smoke.*.npz"))
+        assert not (smoke_dir / "results" / "weights" / "alexnet.smoke.pt").exists()
+    if path.stem == "02_alexnet_architecture":  # the picture the README shows
+        assert (smoke_dir / "results" / "architecture.png").stat().st_size > 10_000
+
+
+def test_filters_notebook_shows_the_best_committed_filters():
+    """01's committed outputs come from the best filters file in results/ (re-execute 01 after 05)."""
+    from d2l_local.filters import best_conv1_filters, course_results_dir
+
+    nb = nbformat.read(ROOT / "notebooks" / "01_learning_representations.ipynb", as_version=4)
+    text = json.dumps([c.outputs for c in nb.cells if c.cell_type == "code"])
+    best = best_conv1_filters(course_results_dir())
+    assert best is not None and best.name in text
 
 
 def test_architecture_notebook_states_the_parameter_count(smoke_dir):
