@@ -4,7 +4,7 @@
 `load` when the file exists. A checkpoint holds the net's and the optimizer's
 state, the `History` so far, the animator's points, the number of finished
 epochs and every random number generator the loop draws from (torch's CPU and
-CUDA generators, Python's, NumPy's and the training data's own), so a resumed
+CUDA (or mps) generators, Python's, NumPy's and the training data's own), so a resumed
 run ends with the same weights and metrics as one that was never stopped.
 
 `atomic_write` (a temporary file in the same folder, then `os.replace`) is
@@ -64,6 +64,8 @@ def rng_state(data_iter=None) -> dict:
         "python": random.getstate(),
         "numpy": (np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]),
     }
+    if torch.backends.mps.is_available():
+        state["mps"] = torch.mps.get_rng_state()
     gen = data_generator(data_iter)
     if gen is not None:
         state["data"] = gen.get_state()
@@ -74,6 +76,8 @@ def set_rng_state(state: dict, data_iter=None) -> None:
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+    if "mps" in state and torch.backends.mps.is_available():
+        torch.mps.set_rng_state(state["mps"])
     random.setstate(state["python"])
     name, keys, *rest = state["numpy"]
     np.random.set_state((name, keys.numpy(), *rest))

@@ -2,6 +2,10 @@
 
 Defined in the book's section on GPUs (D2L 6.7 zh / 6.7 en). The device is
 always an argument elsewhere in this package; nothing here calls `.cuda()`.
+
+One addition to the book: without a CUDA GPU, `try_gpu()` and `try_all_gpus()`
+give Apple silicon's GPU (`mps`) when PyTorch has it, where the book's fall
+back to the CPU. With a CUDA GPU, or with neither, they behave as the book's.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ def gpu(i: int = 0) -> torch.device:
     if i >= num_gpus():
         raise RuntimeError(
             f"gpu({i}) asked for, but this machine has {num_gpus()} CUDA GPU(s); "
-            "use try_gpu() to fall back to the CPU"
+            "use try_gpu() to fall back to Apple's GPU (mps) or the CPU"
         )
     return torch.device(f"cuda:{i}")
 
@@ -31,16 +35,25 @@ def num_gpus() -> int:
     return torch.cuda.device_count()
 
 
+def has_mps() -> bool:
+    """True on Apple silicon with PyTorch's Metal backend (macOS 12.3+)."""
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
 def try_gpu(i: int = 0) -> torch.device:
-    """The i-th GPU if it exists, else the CPU."""
+    """The i-th CUDA GPU if it exists, else Apple's GPU (`mps`, for i=0), else the CPU."""
     if num_gpus() >= i + 1:
         return torch.device(f"cuda:{i}")
+    if i == 0 and num_gpus() == 0 and has_mps():
+        return torch.device("mps")
     return cpu()
 
 
 def try_all_gpus() -> list[torch.device]:
-    """All GPUs, or [cpu()] when there is none."""
-    return [torch.device(f"cuda:{i}") for i in range(num_gpus())] or [cpu()]
+    """All CUDA GPUs, else [mps] on Apple silicon, else [cpu()]."""
+    cuda = [torch.device(f"cuda:{i}") for i in range(num_gpus())]
+    return cuda or ([torch.device("mps")] if has_mps() else [cpu()])
 
 
 def device_name(device: torch.device | str) -> str:
@@ -56,6 +69,8 @@ def synchronize(device: torch.device | str) -> None:
     device = torch.device(device)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
 
 
 def matmul_gflops(device: torch.device | str, n: int | None = None, repeats: int = 3) -> float:

@@ -3,7 +3,7 @@
 Each notebook keeps its own table of values per setting in one visible cell
 and calls `choose_setting(SETTINGS, globals())`. The setting's name comes from,
 in order: the notebook's `setting` parameter (papermill), `$D2L_SETTING`, else
-`full` on a GPU and `quick` on a CPU. An unknown setting, or a parameter that
+`full` on a CUDA GPU and `quick` on a CPU or Apple's GPU (mps). An unknown setting, or a parameter that
 the notebook does not take (a typo in papermill's `-p`), stops with an error
 instead of silently running something else.
 """
@@ -55,9 +55,9 @@ def setting_name(parameter: str | None = None) -> tuple[str, str]:
     elif os.environ.get(SETTING_ENV):
         name, source = os.environ[SETTING_ENV], f"${SETTING_ENV}"
     elif try_gpu().type == "cuda":
-        name, source = "full", "default on a GPU"
-    else:
-        name, source = "quick", "default on a CPU"
+        name, source = "full", "default on a CUDA GPU"
+    else:  # a CPU, or Apple's GPU (mps): the book's run would take hours
+        name, source = "quick", f"default on {try_gpu().type}"
     if name not in NAMES:
         raise ValueError(f"unknown setting {name!r} ({source}); choose one of {', '.join(NAMES)}")
     return name, source

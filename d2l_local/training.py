@@ -110,6 +110,11 @@ def progress_enabled(progress: bool | None) -> bool:
     return os.environ.get("D2L_PROGRESS", "1").lower() not in ("0", "false", "no", "off")
 
 
+def accumulator_dtype(device: torch.device) -> torch.dtype:
+    """Double precision for the loss sums, as the book's Accumulator; float32 on mps, which has no double."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
 def _to_device(X: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
     if channels_last and X.dim() == 4:
         return X.to(device, memory_format=torch.channels_last)
@@ -159,7 +164,7 @@ def train_ch6(net: nn.Module, train_iter, test_iter, num_epochs: int, lr: float,
                         legend=["train loss", "train acc", "test acc"], display=animate)
     report_every = max(1, num_batches // 5)  # the book's `num_batches // 5` fails below 5 batches
     amp_dtype = torch.bfloat16 if bf16 else None
-    sum_dtype = torch.float32 if device.type == "mps" else torch.float64
+    sum_dtype = accumulator_dtype(device)
     history = History(device=str(device))
     step_timer = StepTimer(device)
     start = time.perf_counter()

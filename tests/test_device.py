@@ -1,0 +1,87 @@
+"""Device choice on students' machines (CUDA, Apple's mps, CPU) by faking the backends; the doctor."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import d2l_local
+from d2l_local import settings, training
+
+
+def _fake(monkeypatch, cuda: int, mps: bool):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda > 0)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+
+
+@pytest.mark.parametrize("cuda,mps,first,every", [
+    (0, False, "cpu", ["cpu"]),                    # the book's fallback
+    (0, True, "mps", ["mps"]),                     # Apple silicon: its GPU, not the CPU
+    (2, False, "cuda:0", ["cuda:0", "cuda:1"]),    # the book's behaviour, unchanged
+    (1, True, "cuda:0", ["cuda:0"]),               # CUDA first, even where mps exists
+])
+def test_try_gpu_and_try_all_gpus(monkeypatch, cuda, mps, first, every):
+    _fake(monkeypatch, cuda, mps)
+    assert d2l_local.try_gpu() == torch.device(first)
+    assert d2l_local.try_all_gpus() == [torch.device(d) for d in every]
+
+
+def test_only_one_mps_device(monkeypatch):
+    _fake(monkeypatch, 0, True)
+    assert d2l_local.try_gpu(1) == torch.device("cpu")  # the book: a missing i-th GPU -> the CPU
+    with pytest.raises(RuntimeError, match="mps"):
+        d2l_local.gpu(0)
+
+
+def test_the_book_matches_without_mps(monkeypatch, d2l):
+    _fake(monkeypatch, 0, False)
+    assert d2l_local.try_gpu() == d2l.try_gpu()
+    assert d2l.try_all_gpus() == []  # d2l 1.0.3's; ours gives [cpu()] so callers always get a device
+    assert d2l_local.try_all_gpus() == [torch.device("cpu")]
+
+
+def test_mps_defaults_to_quick_and_sums_in_float32(monkeypatch):
+    _fake(monkeypatch, 0, True)
+    monkeypatch.delenv("D2L_SETTING", raising=False)
+    assert settings.setting_name() == ("quick", "default on mps")
+    assert training.accumulator_dtype(torch.device("mps")) == torch.float32  # mps has no float64
+    assert training.accumulator_dtype(torch.device("cpu")) == torch.float64  # the book's
+
+
+def test_no_other_float64_on_the_training_path():
+    """mps has no float64: the loop's one float64 (the book's loss sums) goes through accumulator_dtype."""
+    import inspect
+
+    from d2l_local import data, metrics
+
+    for module in (training, metrics, data):
+        source = inspect.getsource(module)
+        uses = source.count("float64") + source.count(".double(")
+        expected = 1 if module is training else 0  # `torch.float64` in accumulator_dtype
+        assert uses == expected, module.__name__
+
+
+def test_doctor_prints_a_line_per_check():
+    out = subprocess.run([sys.executable, "-m", "d2l_local.doctor", "--json"], capture_output=True,
+                         text=True, timeout=300)
+    checks = json.loads(out.stdout)
+    names = [c["check"] for c in checks]
+    for name in ("python", "torch", "device", "memory", "data", "jupyter kernel"):
+        assert name in names, names
+    assert all(c["ok"] or c["fix"] for c in checks)  # every failed line says what to run
+    assert out.returncode == (0 if all(c["ok"] for c in checks) else 1)
+    text = subprocess.run([sys.executable, "-m", "d2l_local.doctor"], capture_output=True, text=True,
+                          timeout=300).stdout
+    assert "data" in text and ("OK" in text)
+
+
+def test_doctor_says_what_to_run_when_the_data_is_missing(tmp_path):
+    env = {"D2L_DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-m", "d2l_local.doctor", "--json"], capture_output=True,
+                         text=True, timeout=300, env=env)
+    data = next(c for c in json.loads(out.stdout) if c["check"] == "data")
+    assert not data["ok"] and "python -m d2l_local.data" in data["fix"]
+    assert out.returncode == 1
