@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 D2L    := d2l==1.0.3
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data test lint unit notebooks run bench lab clean
+.PHONY: help setup data test lint unit notebooks run bench lab clean student doctor browser
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -20,7 +20,12 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
-setup: $(STAMP)  ## create .venv with everything (seconds when nothing changed)
+# JupyterLab's settings for the course (no news pop-up), installed into the environment
+LAB_OVERRIDES := $(VENV)/share/jupyter/lab/settings/overrides.json
+$(LAB_OVERRIDES): jupyter/overrides.json | $(STAMP)
+	install -D -m 644 $< $@
+
+setup: $(STAMP) $(LAB_OVERRIDES)  ## create .venv with everything (seconds when nothing changed)
 
 data: setup  ## provide and check Fashion-MNIST under data/
 	@$(PY) tools/get_data.py
@@ -43,11 +48,26 @@ run: setup data  ## execute every notebook in this hardware's default setting; p
 bench: setup data  ## time the d2l pipeline, ours and the compute ceiling; write results/bench-*.json
 	$(PY) tools/bench.py
 
+student: setup  ## write the exercises' student copies (student/notebooks/) with nbgrader
+	$(VENV)/bin/nbgrader generate_assignment notebooks --no-db --force --log-level=WARN
+
 # Jupyter refuses to run as root unless told (containers, CI machines)
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 
 lab: setup data  ## start JupyterLab on the project's environment
 	$(VENV)/bin/jupyter lab --ServerApp.root_dir=notebooks $(ROOT_FLAG) $(LAB_ARGS)
+
+doctor: setup  ## check this machine for the course: Python, packages, device, memory, data, kernel
+	@$(PY) -m d2l_local.doctor
+
+# Debian's chromium (a browser download fails on these machines); apt-get needs root
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	 else echo "the browser test needs Debian's chromium: run 'sudo apt-get install chromium'"; exit 1; fi
+
+browser: setup data $(CHROMIUM)  ## run the chapter's notebooks in JupyterLab in headless Chromium
+	D2L_BROWSER=1 timeout 900 $(PY) -m pytest tests/test_browser.py -p no:cacheprovider -v
 
 clean:  ## remove the environment, executed copies and caches (keeps data/)
 	rm -rf $(VENV) build .pytest_cache .ruff_cache

@@ -20,6 +20,17 @@ BOOK = {
     "05_training_alexnet": dict(train_loss=0.330, train_acc=0.879, test_acc=0.878, examples_per_sec=592.4,
                     where="D2L 7.1.4, [Exercise notes] (cuda:0, a 4 GB GPU); [CPU notes] on a CPU: "
                           "0.327 / 0.880 / 0.883 at 20.6 ex/s"),
+    # the exercises' runs in the [Exercise notes], all on their 4 GB GPU
+    "06_ex1_more_epochs": dict(train_loss=0.284, train_acc=0.896, test_acc=0.887, examples_per_sec=589.3,
+                               where="[Exercise notes], exercise 1: AlexNet, 15 epochs"),
+    "07_ex2_small_images": dict(train_loss=0.429, train_acc=0.841, test_acc=0.843,
+                                examples_per_sec=6650.9,
+                                where="[Exercise notes], exercise 2: net_Better (net_28x28), 10 epochs"),
+    "08_ex3_batch_size": dict(train_loss=0.407, train_acc=0.850, test_acc=0.855, examples_per_sec=587.8,
+                              where="[Exercise notes], exercise 3: AlexNet, batch 256, 10 epochs"),
+    "10_ex5_lenet_dropout_relu": dict(train_loss=0.306, train_acc=0.887, test_acc=0.883,
+                                      examples_per_sec=26121.2,
+                                      where="[Exercise notes], exercise 5: LeNet, ReLU, dropout 0.2, lr 0.6"),
 }
 
 
