@@ -22,7 +22,6 @@ import pandas as pd
 import torch
 from torch import nn
 
-from d2l_local import models
 from d2l_local.data import FashionMNISTBatches, fashion_mnist_tensors
 from d2l_local.metrics import correct_count, evaluate_accuracy_gpu
 from d2l_local.training import init_weights_xavier
@@ -37,6 +36,13 @@ RECIPES = {
     "2012 recipe (all four)": dict(lrn=True, augment=True, momentum=0.9, weight_decay=5e-4,
                                    plateau=True),
 }
+# the other way round: the 2012 recipe with one part switched off (where each part can still matter)
+ABLATIONS = {
+    "2012 - LRN": dict(RECIPES["2012 recipe (all four)"], lrn=False),
+    "2012 - augmentation": dict(RECIPES["2012 recipe (all four)"], augment=False),
+    "2012 - momentum, wd": dict(RECIPES["2012 recipe (all four)"], momentum=0.0, weight_decay=0.0),
+    "2012 - plateau": dict(RECIPES["2012 recipe (all four)"], plateau=False),
+}
 
 
 def paper_lrn() -> nn.LocalResponseNorm:
@@ -44,21 +50,35 @@ def paper_lrn() -> nn.LocalResponseNorm:
     return nn.LocalResponseNorm(size=5, alpha=5 * 1e-4, beta=0.75, k=2.0)
 
 
-def alexnet_at(size: int = 224, *, lrn: bool = False) -> nn.Sequential:
-    """The book's AlexNet for size x size input: the same layers, with fc1's input resized to the
-    smaller feature map below 224 (6400 = 256 x 5 x 5 at 224; 1024 = 256 x 2 x 2 at 112).
-    `lrn=True` puts the paper's LRN after the ReLUs of conv1 and conv2."""
-    net = models.alexnet()
-    if size != 224:
-        with torch.no_grad():
-            features = net[:14](torch.zeros(1, 1, size, size)).shape[1]  # up to Flatten
-        net[14] = nn.Linear(features, 4096)
-    if lrn:
-        layers = list(net)
-        # after conv1's ReLU (index 1) and conv2's ReLU (index 4), before the pooling
-        layers = layers[:2] + [paper_lrn()] + layers[2:5] + [paper_lrn()] + layers[5:]
-        net = nn.Sequential(*layers)
-    return net
+def alexnet_at(size: int = 224, *, width: float = 1.0, lrn: bool = False) -> nn.Sequential:
+    """The book's AlexNet (D2L 7.1.2) for size x size input and `width` times its channels.
+
+    The same layers, kernels, strides and dropout; `width` scales the channels (96, 256, 384, 384,
+    256) and the hidden fully connected layers (4096), and fc1's input follows the feature map
+    (6400 = 256 x 5 x 5 at 224; 256 x 2 x 2 at 112). `alexnet_at(224)` is `models.alexnet()`.
+    `lrn=True` puts the paper's LRN after the ReLUs of conv1 and conv2, before the pooling.
+    """
+    c1, c2, c3, c4, c5, h = (max(1, round(c * width)) for c in (96, 256, 384, 384, 256, 4096))
+    norm = [paper_lrn()] if lrn else []
+    features = nn.Sequential(
+        nn.Conv2d(1, c1, kernel_size=11, stride=4, padding=1), nn.ReLU(), *norm,
+        nn.MaxPool2d(kernel_size=3, stride=2),
+        nn.Conv2d(c1, c2, kernel_size=5, padding=2), nn.ReLU(), *[paper_lrn()] * bool(norm),
+        nn.MaxPool2d(kernel_size=3, stride=2),
+        nn.Conv2d(c2, c3, kernel_size=3, padding=1), nn.ReLU(),
+        nn.Conv2d(c3, c4, kernel_size=3, padding=1), nn.ReLU(),
+        nn.Conv2d(c4, c5, kernel_size=3, padding=1), nn.ReLU(),
+        nn.MaxPool2d(kernel_size=3, stride=2),
+        nn.Flatten(),
+    )
+    with torch.no_grad():
+        flat = features(torch.zeros(1, 1, size, size)).shape[1]
+    return nn.Sequential(
+        *features,
+        nn.Linear(flat, h), nn.ReLU(), nn.Dropout(p=0.5),
+        nn.Linear(h, h), nn.ReLU(), nn.Dropout(p=0.5),
+        nn.Linear(h, 10),
+    )
 
 
 def augmentation(size: int):
@@ -100,22 +120,27 @@ class Subset:
 
 
 def train_recipe(data: Subset, *, size: int, num_epochs: int, lr: float, device, seed: int = 0,
+                 width: float = 1.0,
                  lrn: bool = False, augment: bool = False, momentum: float = 0.0,
                  weight_decay: float = 0.0, plateau: bool = False, eval_every: int = 10,
-                 patience: int = 1) -> dict:
-    """Train `alexnet_at(size)` with the book's initialisation and the chosen parts of the 2012
+                 patience: int = 2, plateau_after: int | None = None) -> dict:
+    """Train `alexnet_at(size, width=width)` with the book's initialisation and the chosen parts of the 2012
     recipe. Every `eval_every` steps the validation accuracy is measured (and, with `plateau`,
-    the learning rate divided by 10 after `patience` checks without improvement)."""
+    the learning rate divided by 10 after `patience` checks without improvement, counted from
+    step `plateau_after`, by default the end of the first epoch: during the slow start of the
+    book's initialisation the validation accuracy sits at chance, and a rule that watched it
+    then would cut the learning rate before the net had learned anything)."""
     device = torch.device(device)
     torch.manual_seed(seed)
     data.train.generator.manual_seed(seed)
-    net = alexnet_at(size, lrn=lrn)
+    net = alexnet_at(size, width=width, lrn=lrn)
     net.apply(init_weights_xavier)
     net.to(device)
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.1,
                                                            patience=patience) if plateau else None
     transform = augmentation(size) if augment else None
+    start_watching = len(data.train) if plateau_after is None else plateau_after
     loss = nn.CrossEntropyLoss()
     curve = dict(step=[], train_loss=[], val_acc=[], lr=[])
     step, start, window = 0, time.perf_counter(), []
@@ -142,7 +167,7 @@ def train_recipe(data: Subset, *, size: int, num_epochs: int, lr: float, device,
                 curve["val_acc"].append(val_acc)
                 curve["lr"].append(opt.param_groups[0]["lr"])
                 window = []
-                if scheduler is not None:
+                if scheduler is not None and step >= start_watching:
                     scheduler.step(val_acc)
     train_loss, train_acc = (totals[0] / totals[2]).item(), (totals[1] / totals[2]).item()
     test_acc = evaluate_accuracy_gpu(net, data.test, device)
@@ -179,8 +204,12 @@ def summarize(rows: list[dict], baseline: str = "book") -> pd.DataFrame:
     base = out.loc[baseline]
     out["test_acc vs book"] = out["test_acc"] - base["test_acc"]
     noise = out["test_acc spread"].combine(pd.Series(base["test_acc spread"], index=out.index), max)
-    out["beyond noise?"] = [
-        "-" if name == baseline else ("yes" if abs(d) > noise[name] and out.loc[name, "seeds"] > 1
-                                      else "no (within the seeds' spread)")
-        for name, d in out["test_acc vs book"].items()]
+    def verdict(name, d):
+        if name == baseline:
+            return "-"
+        if min(out.loc[name, "seeds"], base["seeds"]) < 2:
+            return "unknown (one seed: no spread)"
+        return "yes" if abs(d) > noise[name] else "no (within the seeds' spread)"
+
+    out["beyond noise?"] = [verdict(name, d) for name, d in out["test_acc vs book"].items()]
     return out
