@@ -178,11 +178,23 @@ def check_kernel() -> Check:
     return Check("jupyter kernel", True, f"python3 = {exe} (the project's .venv); `make lab` uses it")
 
 
+def check_lab_settings() -> Check:
+    """The course's JupyterLab settings (no news pop-up), which `make setup` installs."""
+    wanted = ROOT / "jupyter" / "overrides.json"
+    installed = Path(sys.prefix) / "share" / "jupyter" / "lab" / "settings" / "overrides.json"
+    if not wanted.is_file():
+        return Check("lab settings", True, "no course settings to install")
+    if not installed.is_file() or json.loads(installed.read_text()) != json.loads(wanted.read_text()):
+        return Check("lab settings", False, f"{installed} is not the course's {wanted.name}",
+                     "run `make setup`")
+    return Check("lab settings", True, "installed: JupyterLab opens without the news pop-up")
+
+
 def run_checks() -> list[Check]:
     checks = [check_python(), check_packages(), check_versions(), check_torch()]
     if checks[-1].ok:
         checks += [*check_device()]
-    checks += [check_data(), check_kernel()]
+    checks += [check_data(), check_kernel(), check_lab_settings()]
     return checks
 
 

@@ -85,3 +85,19 @@ def test_doctor_says_what_to_run_when_the_data_is_missing(tmp_path):
     data = next(c for c in json.loads(out.stdout) if c["check"] == "data")
     assert not data["ok"] and "python -m d2l_local.data" in data["fix"]
     assert out.returncode == 1
+
+
+def test_doctor_spots_a_foreign_jupyter_kernel(tmp_path):
+    """A `python3` kernel of another Python (an old install) shadows the project's: the doctor says so."""
+    import os
+
+    spec = tmp_path / "kernels" / "python3"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": ["/usr/bin/python3", "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python 3 (system)", "language": "python"}))
+    env = {**os.environ, "JUPYTER_PATH": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-m", "d2l_local.doctor", "--json"], capture_output=True,
+                         text=True, timeout=300, env=env)
+    kernel = next(c for c in json.loads(out.stdout) if c["check"] == "jupyter kernel")
+    assert not kernel["ok"] and "/usr/bin/python3" in kernel["detail"] and kernel["fix"]
