@@ -1,6 +1,7 @@
 """Device choice on students' machines (CUDA, Apple's mps, CPU) by faking the backends; the doctor."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -64,40 +65,53 @@ def test_no_other_float64_on_the_training_path():
         assert uses == expected, module.__name__
 
 
-def test_doctor_prints_a_line_per_check():
-    out = subprocess.run([sys.executable, "-m", "d2l_local.doctor", "--json"], capture_output=True,
-                         text=True, timeout=300)
-    checks = json.loads(out.stdout)
+def test_doctor_prints_a_line_per_check(capsys):
+    from d2l_local import doctor
+
+    code = doctor.main(["--json"])
+    checks = json.loads(capsys.readouterr().out)
     names = [c["check"] for c in checks]
-    for name in ("python", "torch", "device", "memory", "data", "jupyter kernel"):
+    for name in ("python", "packages", "torch", "device", "memory", "data", "jupyter kernel",
+                 "lab settings"):
         assert name in names, names
     assert all(c["ok"] or c["fix"] for c in checks)  # every failed line says what to run
-    assert out.returncode == (0 if all(c["ok"] for c in checks) else 1)
-    text = subprocess.run([sys.executable, "-m", "d2l_local.doctor"], capture_output=True, text=True,
-                          timeout=300).stdout
-    assert "data" in text and ("OK" in text)
+    assert code == (0 if all(c["ok"] for c in checks) else 1)
 
 
-def test_doctor_says_what_to_run_when_the_data_is_missing(tmp_path):
-    env = {"D2L_DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
-    out = subprocess.run([sys.executable, "-m", "d2l_local.doctor", "--json"], capture_output=True,
-                         text=True, timeout=300, env=env)
-    data = next(c for c in json.loads(out.stdout) if c["check"] == "data")
-    assert not data["ok"] and "python -m d2l_local.data" in data["fix"]
-    assert out.returncode == 1
+def test_doctor_runs_as_a_module():
+    out = subprocess.run([sys.executable, "-m", "d2l_local.doctor"], capture_output=True, text=True,
+                         timeout=300)
+    assert re.search(r"^(OK |FIX)  data ", out.stdout, re.M), out.stdout
+    assert out.stdout.rstrip().endswith("all OK") == (out.returncode == 0)
 
 
-def test_doctor_spots_a_foreign_jupyter_kernel(tmp_path):
+def test_doctor_says_what_to_run_when_the_data_is_missing(tmp_path, monkeypatch):
+    from d2l_local import doctor
+
+    monkeypatch.setenv("D2L_DATA_DIR", str(tmp_path))
+    data = doctor.check_data()
+    assert not data.ok and "python -m d2l_local.data" in data.fix and "missing" in data.detail
+
+
+def test_doctor_spots_a_foreign_jupyter_kernel(tmp_path, monkeypatch):
     """A `python3` kernel of another Python (an old install) shadows the project's: the doctor says so."""
-    import os
+    from d2l_local import doctor
 
     spec = tmp_path / "kernels" / "python3"
     spec.mkdir(parents=True)
     (spec / "kernel.json").write_text(json.dumps({
         "argv": ["/usr/bin/python3", "-m", "ipykernel_launcher", "-f", "{connection_file}"],
         "display_name": "Python 3 (system)", "language": "python"}))
-    env = {**os.environ, "JUPYTER_PATH": str(tmp_path)}
-    out = subprocess.run([sys.executable, "-m", "d2l_local.doctor", "--json"], capture_output=True,
-                         text=True, timeout=300, env=env)
-    kernel = next(c for c in json.loads(out.stdout) if c["check"] == "jupyter kernel")
-    assert not kernel["ok"] and "/usr/bin/python3" in kernel["detail"] and kernel["fix"]
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path))
+    kernel = doctor.check_kernel()
+    assert not kernel.ok and "/usr/bin/python3" in kernel.detail and kernel.fix
+
+
+def test_doctor_spots_missing_packages(tmp_path):
+    from d2l_local import doctor
+
+    req = tmp_path / "requirements.txt"
+    req.write_text("torch>=2.4  # fine\nno-such-package-d2l>=1\nnumpy<1.0\n")
+    check = doctor.check_packages(req)
+    assert not check.ok and check.fix == "run `make setup`"
+    assert "no-such-package-d2l missing" in check.detail and "numpy" in check.detail
