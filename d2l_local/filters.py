@@ -2,9 +2,10 @@
 
 AlexNet's first layer has 96 filters of 1x11x11 on Fashion-MNIST (46 KB in float32): small enough to
 commit, unlike the 187 MB of the whole net. A file `conv1_filters.<setting>.<device>.<images>.npz`
-holds the weights (`weights`, 96x1x11x11 float32) and a JSON string (`provenance`) that says which run
-made them: setting, device, epochs, training images seen, test accuracy, recipe, date. It is read
-with `allow_pickle=False`, so loading a file runs no code.
+holds the weights (`weights`, 96x1x11x11 float32), optionally the same filters before training
+(`start`), and a JSON string (`provenance`) that says which run made them: setting, device, epochs,
+training images seen, test accuracy, recipe, date. It is read with `allow_pickle=False`, so loading
+a file runs no code.
 """
 
 from __future__ import annotations
@@ -44,11 +45,12 @@ def filters_path(directory: Path, setting: str, device, images_seen: int) -> Pat
 
 def save_conv1_filters(net: nn.Module, directory: Path, *, setting: str, device, epochs: int,
                        images_seen: int, test_acc: float, test_images: int, recipe: dict,
-                       **extra) -> Path:
+                       start=None, **extra) -> Path:
     """Write the first conv layer's weights and where they come from; return the file's path.
 
     `recipe`: how the net was trained, e.g. dict(optimizer="SGD", lr=0.01, momentum=0.9,
-    batch_size=128, init="Xavier uniform"). `extra` goes into the provenance as it is.
+    batch_size=128, init="Xavier uniform"). `start`: the first layer's weights before training
+    (a tensor of the same shape), to show what training changed. `extra` goes into the provenance.
     """
     weights = first_conv(net).weight.detach().cpu().float().numpy()
     provenance = dict(setting=setting, device=str(device), device_name=device_name(device),
@@ -59,8 +61,14 @@ def save_conv1_filters(net: nn.Module, directory: Path, *, setting: str, device,
                       **extra)
     path = filters_path(directory, setting, device, images_seen)
     path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = dict(weights=weights, provenance=np.array(json.dumps(provenance)))
+    if start is not None:
+        arrays["start"] = np.asarray(start.detach().cpu().float() if hasattr(start, "detach") else start,
+                                     dtype=np.float32)
+        if arrays["start"].shape != weights.shape:
+            raise ValueError(f"start has shape {arrays['start'].shape}, the weights {weights.shape}")
     with open(path, "wb") as f:  # a file object: np.savez would append .npz to a str name
-        np.savez(f, weights=weights, provenance=np.array(json.dumps(provenance)))
+        np.savez(f, **arrays)
     return path
 
 
@@ -78,6 +86,12 @@ def load_conv1_filters(path: Path) -> tuple[np.ndarray, dict]:
     if missing:
         raise ValueError(f"{path}: the provenance lacks {missing}; write it with save_conv1_filters")
     return weights, provenance
+
+
+def load_conv1_start(path: Path) -> np.ndarray | None:
+    """The filters before training from a file of `save_conv1_filters`, or None if it has none."""
+    with np.load(Path(path), allow_pickle=False) as data:
+        return data["start"] if "start" in data else None
 
 
 def best_conv1_filters(directory: Path) -> Path | None:
