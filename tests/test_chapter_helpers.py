@@ -35,6 +35,12 @@ def test_filters_round_trip(tmp_path):
     assert np.array_equal(weights, net[0].weight.detach().numpy())
     assert provenance["images_seen"] == 1000 and provenance["recipe"]["momentum"] == 0.9
     assert "momentum 0.9" in flt.describe(provenance) and "1,000 images seen" in flt.describe(provenance)
+    assert flt.load_conv1_start(path) is None
+    start = torch.randn(96, 1, 11, 11)
+    with_start = _save(net, tmp_path, images_seen=5, start=start)
+    assert np.array_equal(flt.load_conv1_start(with_start), start.numpy())
+    with pytest.raises(ValueError, match="start has shape"):
+        _save(net, tmp_path, start=torch.zeros(3))
 
 
 def test_best_filters_prefers_the_longest_run_and_skips_smoke(tmp_path):
