@@ -72,6 +72,10 @@ def result_rows(stem: str, since: float) -> list[dict]:
 def report(stem: str, setting: str, seconds: float, rows: list[dict]) -> None:
     print(f"\n== {stem}  (setting {setting}, {try_gpu()}, {seconds:.0f} s)")
     for r in rows:
+        if "train_loss" not in r:  # not one training run (e.g. notebook 11's comparison of recipes)
+            print(f"   results of setting {r.get('setting')} on {r.get('device')} written "
+                  f"({', '.join(k for k in r if isinstance(r[k], (list, dict)))})")
+            continue
         print(f"   this run   loss {r['train_loss']:.3f}, train acc {r['train_acc']:.3f}, "
               f"test acc {r['test_acc']:.3f}, {r['examples_per_sec']:.1f} examples/sec "
               f"({r['wall_examples_per_sec']:.1f} end to end) on {r['device']}, "
