@@ -212,9 +212,9 @@ def plot_history(ax, history: History | dict, title: str, *, mark_epoch: int | N
     """Training loss, training and test accuracy per epoch of one run (a History or a results record)."""
     epochs = history.epochs if isinstance(history, History) else history["epochs"]
     x = [e["epoch"] for e in epochs]
-    ax.plot(x, [e["train_loss"] for e in epochs], "C0-", label="train loss")
-    ax.plot(x, [e["train_acc"] for e in epochs], "C1--", label="train acc")
-    ax.plot(x, [e["test_acc"] for e in epochs], "C2-.", label="test acc")
+    ax.plot(x, [e["train_loss"] for e in epochs], "C0.-", label="train loss")
+    ax.plot(x, [e["train_acc"] for e in epochs], "C1.--", label="train acc")
+    ax.plot(x, [e["test_acc"] for e in epochs], "C2.-.", label="test acc")
     if mark_epoch:
         ax.axvline(mark_epoch, color="gray", lw=0.8, ls=":")
     ax.set_xlabel("epoch")

@@ -206,7 +206,10 @@ def test_checks_reject_wrong_answers_with_a_message(path):
 
 
 FULL_RUNS = ["06_ex1_more_epochs.ex1-lenet-15ep.seed0", "06_ex1_more_epochs.ex1-lenet-15ep.seed1",
-             "06_ex1_more_epochs.ex1-lenet-15ep.seed2"]
+             "06_ex1_more_epochs.ex1-lenet-15ep.seed2", "10_ex5_lenet_dropout_relu.ex5-lenet.seed0",
+             "10_ex5_lenet_dropout_relu.ex5-lenet-relu-dropout.seed0",
+             "10_ex5_lenet_dropout_relu.ex5-lenet-relu-dropout-normalize.seed0",
+             "10_ex5_lenet_dropout_relu.ex5-lenet-relu-dropout-augment.seed0"]
 
 
 @pytest.mark.parametrize("run", FULL_RUNS)
