@@ -107,8 +107,9 @@ new MutationObserver(records => {
     if (n.nodeType !== 1) continue;
     const cell = n.closest && n.closest('.jp-CodeCell');
     if (!cell) continue;
-    const mime = n.getAttribute('data-mime-type') ||
-      (n.querySelector('[data-mime-type]') || {getAttribute: () => null}).getAttribute('data-mime-type');
+    // a new output, or new content inside one (an update in place re-renders the image inside it)
+    const holder = n.closest('[data-mime-type]') || n.querySelector('[data-mime-type]');
+    const mime = holder && holder.getAttribute('data-mime-type');
     if (mime) window.__outputs.push([Array.from(cell.parentNode.children).indexOf(cell), mime]);
   }
 }).observe(document, {childList: true, subtree: true});
