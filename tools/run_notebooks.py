@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import papermill as pm
+from traitlets.config import Config
 
 from d2l_local.device import try_gpu
 from d2l_local.results import BOOK, results_dir
@@ -29,6 +30,11 @@ from d2l_local.settings import setting_name
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
+COMMITTED_RESULTS = ROOT / "results"
+# Kernels talk to papermill over local sockets (IPC) instead of TCP: same behaviour, and no
+# "[IPKernelApp] WARNING | Kernel is running over TCP without encryption" line per notebook,
+# which a reader can do nothing about (both ends are this machine's processes).
+KERNEL_CONFIG = Config({"KernelManager": {"transport": "ipc"}})
 # papermill does not show the kernel's stderr, and a bar would leave hundreds of frames in the
 # saved notebooks; the live plot (one figure, updated in place) shows the progress there
 os.environ.setdefault("D2L_PROGRESS", "0")
@@ -69,6 +75,19 @@ def result_rows(stem: str, since: float) -> list[dict]:
     return rows
 
 
+def metrics_line(label: str, r: dict) -> str:
+    return (f"   {label:<10} loss {r['train_loss']:.3f}, train acc {r['train_acc']:.3f}, "
+            f"test acc {r['test_acc']:.3f}, {r['examples_per_sec']:.1f} examples/sec "
+            f"({r['wall_examples_per_sec']:.1f} end to end) on {r['device']}, "
+            f"{r['num_examples']} training examples")
+
+
+def committed_reference(r: dict) -> dict | None:
+    """The course's committed result of the same notebook, setting and device kind, if any."""
+    path = COMMITTED_RESULTS / f"{r['notebook']}.{r['setting']}.{r['device_name']}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def report(stem: str, setting: str, seconds: float, rows: list[dict]) -> None:
     print(f"\n== {stem}  (setting {setting}, {try_gpu()}, {seconds:.0f} s)")
     for r in rows:
@@ -76,10 +95,10 @@ def report(stem: str, setting: str, seconds: float, rows: list[dict]) -> None:
             print(f"   results of setting {r.get('setting')} on {r.get('device')} written "
                   f"({', '.join(k for k in r if isinstance(r[k], (list, dict)))})")
             continue
-        print(f"   this run   loss {r['train_loss']:.3f}, train acc {r['train_acc']:.3f}, "
-              f"test acc {r['test_acc']:.3f}, {r['examples_per_sec']:.1f} examples/sec "
-              f"({r['wall_examples_per_sec']:.1f} end to end) on {r['device']}, "
-              f"{r['num_examples']} training examples")
+        print(metrics_line("this run", r))
+        reference = committed_reference(r) if {"notebook", "device_name"} <= set(r) else None
+        if reference is not None and reference.get("date") != r.get("date"):
+            print(metrics_line("committed", reference) + f"  [results/, {reference.get('date', '')[:10]}]")
         book = BOOK.get(stem)
         if book:
             print(f"   the book   loss {book['train_loss']:.3f}, train acc {book['train_acc']:.3f}, "
@@ -115,7 +134,8 @@ def main() -> int:
         start = time.time()
         print(f"-- {path.name} ...", flush=True)
         pm.execute_notebook(str(path), str(out_dir / path.name), parameters=parameters,
-                            kernel_name="python3", cwd=str(NOTEBOOKS), progress_bar=False)
+                            kernel_name="python3", cwd=str(NOTEBOOKS), progress_bar=False,
+                            config=KERNEL_CONFIG)
         summary.append((path.stem, time.time() - start, result_rows(path.stem, start)))
     for stem, seconds, rows in summary:
         report(stem, setting, seconds, rows)
