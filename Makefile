@@ -24,6 +24,10 @@ $(STAMP): requirements.txt pyproject.toml
 LAB_OVERRIDES := $(VENV)/share/jupyter/lab/settings/overrides.json
 $(LAB_OVERRIDES): jupyter/overrides.json | $(STAMP)
 	install -D -m 644 $< $@
+	# students see no nbgrader menus or panels (instructors use nbgrader's commands, see README)
+	@$(VENV)/bin/jupyter labextension disable --level=sys_prefix @jupyter/nbgrader >/dev/null 2>&1
+	@for e in formgrader validate_assignment assignment_list course_list; do \
+	  $(VENV)/bin/jupyter server extension disable --sys-prefix nbgrader.server_extensions.$$e >/dev/null 2>&1; done
 
 setup: $(STAMP) $(LAB_OVERRIDES)  ## create .venv with everything (seconds when nothing changed)
 
@@ -36,8 +40,10 @@ lint: setup  ## ruff on the code and the notebooks
 # smoke: seconds per notebook; no progress bars in logs; results away from the committed ones
 TEST_ENV := D2L_SETTING=smoke D2L_PROGRESS=0 MPLBACKEND=Agg D2L_RESULTS_DIR=$(CURDIR)/build/test-results
 
+# two workers, one file each at a time (loadfile): the papermill runs (tests/test_notebooks.py) on
+# one, nbval's runs of the same notebooks and the unit tests on the other
 test: setup data lint  ## ruff, unit tests, notebooks in the smoke setting (papermill + nbval)
-	$(TEST_ENV) $(PY) -m pytest tests notebooks --nbval-lax -p no:cacheprovider
+	$(TEST_ENV) $(PY) -m pytest tests notebooks --nbval-lax -p no:cacheprovider -n 2 --dist loadfile
 
 unit: setup data  ## the unit tests only
 	$(TEST_ENV) $(PY) -m pytest tests -m "not notebooks" -p no:cacheprovider
