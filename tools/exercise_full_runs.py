@@ -24,9 +24,9 @@ from d2l_local.exercises import run_recipe
 from d2l_local.results import results_dir, save_results
 from d2l_local.settings import Setting
 
-BOOK_28 = dict(batch_size=128, lr=0.01, num_epochs=10)            # exercise 2 in source 000
+BOOK_28 = dict(batch_size=128, lr=0.01, num_epochs=10)            # exercise 2 in [Exercise notes]
 LENET_BOOK = dict(batch_size=256, lr=0.9, num_epochs=15)          # D2L 6.6's LeNet recipe, 15 epochs
-LENET_128 = dict(batch_size=128, num_epochs=10)                   # exercise 5 in source 000: batch 128
+LENET_128 = dict(batch_size=128, num_epochs=10)                   # exercise 5 in [Exercise notes]: batch 128
 
 RECIPES = {  # run name -> (notebook, builder, recipe)
     "ex1-lenet-15ep": ("06_ex1_more_epochs", models.lenet, LENET_BOOK),
