@@ -15,8 +15,8 @@ def num_params(net: nn.Module) -> int:
     return sum(p.numel() for p in net.parameters())
 
 
-def _macs(layer: nn.Module, out: torch.Tensor) -> int:
-    """Multiply-adds of one example through `layer` (convolutions and linear layers only)."""
+def macs(layer: nn.Module, out: torch.Tensor) -> int:
+    """Multiply-adds of one example through `layer` (convolutions, grouped or not, and linear layers)."""
     if isinstance(layer, nn.Conv2d):
         kh, kw = layer.kernel_size
         return out[0].numel() * (layer.in_channels // layer.groups) * kh * kw
@@ -38,5 +38,5 @@ def layer_table(net: nn.Sequential, input_shape=(1, 1, 224, 224)) -> list[dict]:
             rows.append(dict(index=i, layer=layer.__class__.__name__,
                              output_shape=tuple(X.shape[1:]),
                              params=sum(p.numel() for p in layer.parameters()),
-                             macs=_macs(layer, X), activations=X[0].numel()))
+                             macs=macs(layer, X), activations=X[0].numel()))
     return rows

@@ -13,18 +13,10 @@ import pandas as pd
 import torch
 from torch import nn
 
+from d2l_local.analysis import macs
+
 
 # ---------------------------------------------------------------- per-layer tables
-def macs(layer: nn.Module, out: torch.Tensor) -> int:
-    """Multiply-adds of one example through a convolution (grouped or not) or linear layer."""
-    if isinstance(layer, nn.Conv2d):
-        kh, kw = layer.kernel_size
-        return out[0].numel() * (layer.in_channels // layer.groups) * kh * kw
-    if isinstance(layer, nn.Linear):
-        return layer.in_features * layer.out_features
-    return 0
-
-
 def layer_rows(net: nn.Module, input_shape=(1, 3, 224, 224)) -> list[dict]:
     """One row per leaf module, in the order forward runs them: output shape, params, MACs."""
     rows, handles = [], []
