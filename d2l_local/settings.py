@@ -100,7 +100,9 @@ def choose_setting(table: dict[str, dict], namespace: dict | None = None, *,
         raise NameError(f"unknown parameter(s) {unknown}: this notebook takes "
                         f"{sorted(allowed)}; check the spelling")
     # only names set in a parameters cell count, never a later variable of the same name
-    declared = set().union(*cells) if cells else allowed  # no parameters cell: a script
+    # a kernel without a parameters cell in its history (nbval runs cells without storing them)
+    # takes no overrides: a later variable of the same name (say, a module) is not a value
+    declared = set().union(*cells) if cells is not None else allowed  # None: a script
     name, source = setting_name(namespace.get("setting") if "setting" in declared else None)
     values = dict(table[name])
     for key in sorted(keys & declared):

@@ -50,3 +50,17 @@ def test_only_parameters_cells_override(monkeypatch):
     cfg = settings.choose_setting(TABLE, {"setting": "smoke", "batch_size": 8, "num_epochs": 99},
                                   verbose=False)
     assert (cfg.batch_size, cfg.num_epochs) == (8, 1)
+
+
+def test_no_parameters_cell_in_history_takes_no_overrides(monkeypatch):
+    """nbval runs cells without storing them in `In`: a later variable of a table's name (here a
+    module, as `from d2l_local import ddp` in notebook 11) must not become the setting's value."""
+    import json
+
+    from d2l_local import settings
+
+    monkeypatch.setattr(settings, "_parameter_cells", lambda: [])
+    monkeypatch.setenv(settings.SETTING_ENV, "smoke")  # how nbval's kernels get their setting
+    table = {name: dict(json=1, batch_size=8) for name in settings.NAMES}
+    cfg = settings.choose_setting(table, {"json": json}, verbose=False)
+    assert cfg.json == 1 and cfg.name == "smoke"
