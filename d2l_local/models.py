@@ -14,25 +14,31 @@ ALEXNET_NUM_PARAMS = 46_764_746   # 1 input channel, 10 classes (about 187 MB in
 LENET_NUM_PARAMS = 61_706
 
 
-def alexnet(in_channels: int = 1, num_classes: int = 10) -> nn.Sequential:
-    """The book's AlexNet as an `nn.Sequential` (input: (batch, in_channels, 224, 224))."""
+def alexnet(in_channels: int = 1, num_classes: int = 10, *,
+            channels: tuple[int, int, int, int, int] = (96, 256, 384, 384, 256),
+            hidden: int = 4096) -> nn.Sequential:
+    """The book's AlexNet as an `nn.Sequential` (input: (batch, in_channels, 224, 224)).
+
+    `channels` (the five convolutions) and `hidden` (the two fully connected layers) default to the
+    book's widths; `alexnet_small` narrows them."""
+    c1, c2, c3, c4, c5 = channels
     return nn.Sequential(
         # an 11x11 window with stride 4 to see large objects and shrink 224 -> 54 fast
-        nn.Conv2d(in_channels, 96, kernel_size=11, stride=4, padding=1), nn.ReLU(),
+        nn.Conv2d(in_channels, c1, kernel_size=11, stride=4, padding=1), nn.ReLU(),
         nn.MaxPool2d(kernel_size=3, stride=2),
         # a smaller window, padding 2 keeps height and width; more channels
-        nn.Conv2d(96, 256, kernel_size=5, padding=2), nn.ReLU(),
+        nn.Conv2d(c1, c2, kernel_size=5, padding=2), nn.ReLU(),
         nn.MaxPool2d(kernel_size=3, stride=2),
         # three 3x3 convolutions; no pooling between them
-        nn.Conv2d(256, 384, kernel_size=3, padding=1), nn.ReLU(),
-        nn.Conv2d(384, 384, kernel_size=3, padding=1), nn.ReLU(),
-        nn.Conv2d(384, 256, kernel_size=3, padding=1), nn.ReLU(),
+        nn.Conv2d(c2, c3, kernel_size=3, padding=1), nn.ReLU(),
+        nn.Conv2d(c3, c4, kernel_size=3, padding=1), nn.ReLU(),
+        nn.Conv2d(c4, c5, kernel_size=3, padding=1), nn.ReLU(),
         nn.MaxPool2d(kernel_size=3, stride=2),
         nn.Flatten(),
         # fully connected layers many times LeNet's, with dropout against overfitting
-        nn.Linear(6400, 4096), nn.ReLU(), nn.Dropout(p=0.5),
-        nn.Linear(4096, 4096), nn.ReLU(), nn.Dropout(p=0.5),
-        nn.Linear(4096, num_classes),
+        nn.Linear(c5 * 5 * 5, hidden), nn.ReLU(), nn.Dropout(p=0.5),
+        nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(p=0.5),
+        nn.Linear(hidden, num_classes),
     )
 
 
@@ -71,20 +77,7 @@ def net_28x28(num_classes: int = 10) -> nn.Sequential:
 def alexnet_small(in_channels: int = 1, num_classes: int = 10) -> nn.Sequential:
     """The book's AlexNet simplified (exercise 2a): the same layers and 224x224 input, a quarter of
     the channels (24-64-96-96-64) and fully connected layers of 512 instead of 4096."""
-    return nn.Sequential(
-        nn.Conv2d(in_channels, 24, kernel_size=11, stride=4, padding=1), nn.ReLU(),
-        nn.MaxPool2d(kernel_size=3, stride=2),
-        nn.Conv2d(24, 64, kernel_size=5, padding=2), nn.ReLU(),
-        nn.MaxPool2d(kernel_size=3, stride=2),
-        nn.Conv2d(64, 96, kernel_size=3, padding=1), nn.ReLU(),
-        nn.Conv2d(96, 96, kernel_size=3, padding=1), nn.ReLU(),
-        nn.Conv2d(96, 64, kernel_size=3, padding=1), nn.ReLU(),
-        nn.MaxPool2d(kernel_size=3, stride=2),
-        nn.Flatten(),
-        nn.Linear(64 * 5 * 5, 512), nn.ReLU(), nn.Dropout(p=0.5),
-        nn.Linear(512, 512), nn.ReLU(), nn.Dropout(p=0.5),
-        nn.Linear(512, num_classes),
-    )
+    return alexnet(in_channels, num_classes, channels=(24, 64, 96, 96, 64), hidden=512)
 
 
 def net_28x28_small(num_classes: int = 10) -> nn.Sequential:
