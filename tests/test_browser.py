@@ -132,6 +132,8 @@ CELLS = """
 # Run All marks every code cell `[*]` at once; a cell's prompt gets its number when it has run
 PROMPTS = """() => Array.from(document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputPrompt'))
   .map(p => p.textContent.trim())"""
+KERNEL_IDLE = """() => Array.from(document.querySelectorAll('.jp-StatusBar-TextItem'))
+  .some(s => / \\| Idle$/.test(s.textContent.trim()) && !s.textContent.includes('No Kernel'))"""
 QUEUED = f"() => ({PROMPTS})().some(t => t.includes('*'))"
 FINISHED = f"() => !({PROMPTS})().some(t => t.includes('*'))"
 
@@ -157,9 +159,10 @@ def _run_all(page, url, name):
 
     page.goto(url, timeout=OPEN_S * 1000)
     page.wait_for_selector(".jp-NotebookPanel .jp-Notebook .jp-CodeCell", timeout=OPEN_S * 1000)
-    # the kernel is ready: its status says Idle (JupyterLab's toolbar and status bar)
-    page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]', state="attached",
-                           timeout=OPEN_S * 1000)
+    # the kernel is connected and ready: the status bar names it and says Idle. (The toolbar's
+    # indicator says idle before a kernel is attached too; Run All at that moment opens JupyterLab's
+    # "Select Kernel" dialog, which is what happened on a cold fresh clone, where 01's kernel is slow.)
+    page.wait_for_function(KERNEL_IDLE, timeout=OPEN_S * 1000, polling=250)
     _shot(page, name, "0-opened")
     # nothing a newcomer cannot act on: no news toast, no dialog
     toasts = page.locator(".Toastify__toast").all_inner_texts()
