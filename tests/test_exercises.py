@@ -219,3 +219,40 @@ def test_full_results_are_committed_with_the_cpu_named(run):
     assert r["setting"] == "full" and r["cpu_model"] and r["setting_values"]["train_subset"] is None
     assert r["num_examples"] == 60000 * r["setting_values"]["num_epochs"]
     assert len(r["epochs"]) == r["setting_values"]["num_epochs"]
+
+
+def _full_runs_tool():
+    import importlib.util
+
+    path = ROOT / "tools" / "exercise_full_runs.py"
+    spec = importlib.util.spec_from_file_location("exercise_full_runs", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_readme_full_results_table_matches_the_results_files():
+    """The README's table of `full` runs is the one the committed results files give."""
+    tool = _full_runs_tool()
+    readme = (ROOT / "README.md").read_text()
+    assert readme == tool.readme_with_table(readme), \
+        "README.md's full-results table is out of step: python tools/exercise_full_runs.py --table --write"
+
+
+def test_full_results_table_reads_every_seed(tmp_path, monkeypatch):
+    """One value per seed, a run with no results file says so, and the epoch rows read the curve."""
+    tool = _full_runs_tool()
+    monkeypatch.setattr(tool, "results_dir", lambda: tmp_path)
+    epochs = [dict(train_loss=1.0 - e / 20, train_acc=0.5 + e / 40, test_acc=0.4 + e / 40) for e in range(15)]
+    for seed, acc in [(0, 0.81), (2, 0.83)]:
+        run = dict(seed=seed, train_loss=0.4, train_acc=0.85, test_acc=acc, wall_seconds=120.0,
+                   examples_per_sec=1000.0 * (seed + 1), epochs=epochs)
+        tool.results_path(f"ex1-lenet-15ep.seed{seed}").write_text(json.dumps(run))
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in tool.results_table().splitlines()}
+    assert "| 0, 2 | 0.400, 0.400 | 0.850, 0.850 | 0.810, 0.830 | 2,000 | 2.0 |" \
+        in rows["ex. 1: LeNet, 15 epochs"]
+    assert "| 0, 2 | 0.550, 0.550 | 0.725, 0.725 | 0.625, 0.625 |  |  |" \
+        in rows["ex. 1: LeNet, epoch 10 of 15"]
+    assert "(not run)" in rows["ex. 5: LeNet (sigmoid)"]
+    with pytest.raises(ValueError, match="markers"):
+        tool.readme_with_table("no markers here")

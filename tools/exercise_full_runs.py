@@ -3,6 +3,8 @@
     python tools/exercise_full_runs.py --list            # what there is
     python tools/exercise_full_runs.py ex5-lenet-relu-dropout.seed0 ...
     python tools/exercise_full_runs.py all               # every run whose results file is missing
+    python tools/exercise_full_runs.py --table           # the README's table from the results files
+    python tools/exercise_full_runs.py --table --write   # ... written into README.md between its markers
 
 Each run is `d2l_local.exercises.run_recipe` with the recipe below (the same call the notebooks make)
 and writes `results/<notebook>.<run>.full.<device>.json`. The 28x28 nets need no resize, so they run at
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -56,7 +59,6 @@ def results_path(run: str):
 def cpu_model() -> str:
     """The processor's name (/proc/cpuinfo on Linux; platform.processor() elsewhere)."""
     import platform
-    from pathlib import Path
 
     info = Path("/proc/cpuinfo")
     if info.exists():
@@ -64,6 +66,70 @@ def cpu_model() -> str:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return platform.processor() or "unknown"
+
+
+# ---- the README's table, made from the results files (tests/test_exercises.py keeps them in step) ----
+
+SOURCE = {  # run name -> what the [Exercise notes] report for it (loss / train acc / test acc)
+    "ex2-net_28x28": "0.429 / 0.841 / **0.843**, 6,650.9 ex/s (GPU)",
+    "ex5-lenet-relu-dropout": "0.306 / 0.887 / **0.883**, 26,121.2 ex/s (GPU)",
+    "ex1-lenet-15ep": "no run shown (claim: accuracy falls with more epochs)",
+}
+TABLE_ROWS = [  # (label, run name, epoch to read or None for the last, recipe)
+    ("ex. 2: `net_28x28` (`net_Better`)", "ex2-net_28x28", None, "10 epochs, batch 128, lr 0.01"),
+    ("ex. 2: `net_28x28_small` (this course's design)", "ex2-net_28x28_small", None,
+     "10 epochs, batch 128, lr 0.01"),
+    ("ex. 1: LeNet, epoch 10 of 15", "ex1-lenet-15ep", 10, "batch 256, lr 0.9 (D2L 6.6)"),
+    ("ex. 1: LeNet, 15 epochs", "ex1-lenet-15ep", None, "batch 256, lr 0.9 (D2L 6.6)"),
+    ("ex. 5: LeNet (sigmoid)", "ex5-lenet", None, "10 epochs, batch 128, lr 0.9"),
+    ("ex. 5: LeNet, ReLU, dropout 0.2", "ex5-lenet-relu-dropout", None, "10 epochs, batch 128, lr 0.6"),
+    ("ex. 5: + normalisation", "ex5-lenet-relu-dropout-normalize", None, "the same"),
+    ("ex. 5: + normalisation + augmentation", "ex5-lenet-relu-dropout-augment", None, "the same"),
+]
+TABLE_START, TABLE_END = "<!-- full-results table: start -->", "<!-- full-results table: end -->"
+
+
+def _runs_of(name: str) -> list[dict]:
+    """The committed results of every seed of one recipe, by seed."""
+    import json
+
+    runs = [json.loads(results_path(f"{name}.seed{s}").read_text())
+            for s in SEEDS.get(name, (0, 1)) if results_path(f"{name}.seed{s}").exists()]
+    return sorted(runs, key=lambda r: r["seed"])
+
+
+def results_table() -> str:
+    """The `full` results as a Markdown table: one row per recipe, one value per seed."""
+    import statistics
+
+    lines = ["| run | recipe | seeds | loss | train acc | test acc | ex/s (median) | min (median) "
+             "| [Exercise notes] (loss / train / test) |",
+             "| --- | --- | --- | --- | --- | --- | ---: | ---: | --- |"]
+    for label, name, epoch, recipe in TABLE_ROWS:
+        runs = _runs_of(name)
+        source = SOURCE.get(name, "no run shown") if epoch is None else "no run shown"
+        if not runs:
+            lines.append(f"| {label} | {recipe} | (not run) | | | | | | {source} |")
+            continue
+        rows = [r["epochs"][epoch - 1] if epoch else r for r in runs]  # epoch: read the curve there
+        values = {key: ", ".join(f"{row[key]:.3f}" for row in rows)
+                  for key in ("train_loss", "train_acc", "test_acc")}
+        speed, minutes = "", ""
+        if epoch is None:  # the whole run's speed and time
+            speed = f"{statistics.median(r['examples_per_sec'] for r in runs):,.0f}"
+            minutes = f"{statistics.median(r['wall_seconds'] for r in runs) / 60:.1f}"
+        seeds = ", ".join(str(r["seed"]) for r in runs)
+        lines.append(f"| {label} | {recipe} | {seeds} | {values['train_loss']} | {values['train_acc']} "
+                     f"| {values['test_acc']} | {speed} | {minutes} | {source} |")
+    return "\n".join(lines) + "\n"
+
+
+def readme_with_table(readme: str) -> str:
+    """README.md's text with the table between its markers replaced by `results_table()`."""
+    start, end = readme.find(TABLE_START), readme.find(TABLE_END)
+    if start < 0 or end < start:
+        raise ValueError(f"README.md has no {TABLE_START} ... {TABLE_END} block; add the markers")
+    return readme[:start + len(TABLE_START)] + "\n" + results_table() + readme[end:]
 
 
 def make_run(run: str) -> None:
@@ -86,7 +152,17 @@ def main() -> int:
     ap.add_argument("runs", nargs="*", help="run names (see --list), or 'all' for the missing ones")
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--force", action="store_true", help="run even if the results file exists")
+    ap.add_argument("--table", action="store_true", help="print the README's table of the results")
+    ap.add_argument("--write", action="store_true", help="with --table: write it into README.md")
     args = ap.parse_args()
+    if args.table:
+        readme = Path(__file__).resolve().parent.parent / "README.md"
+        if args.write:
+            readme.write_text(readme_with_table(readme.read_text()))
+            print(f"wrote the table into {readme}")
+        else:
+            print(results_table(), end="")
+        return 0
     if args.list or not args.runs:
         for run in all_runs():
             print(run, "(done)" if results_path(run).exists() else "")
