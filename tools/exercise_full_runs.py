@@ -9,7 +9,7 @@
 Each run is `d2l_local.exercises.run_recipe` with the recipe below (the same call the notebooks make)
 and writes `results/<notebook>.<run>.full.<device>.json`. The 28x28 nets need no resize, so they run at
 the book's length on a 2-core CPU: a LeNet in about a minute, `net_28x28` (the source's `net_Better`)
-in about 25 minutes. Hold the machine's lock: `flock /tmp/heavy.lock python tools/exercise_full_runs.py ...`.
+in about 32 minutes (measured on a 2-core AMD EPYC). Run one job at a time: two on 2 cores slow each other.
 """
 
 from __future__ import annotations
