@@ -101,3 +101,25 @@ def test_committed_form(path):
     counts = [c.execution_count for c in code]
     assert None not in counts and counts == sorted(counts), "re-execute the notebook (make run)"
     assert not [o for c in code for o in c.outputs if o.output_type == "error"]
+
+
+def test_a_readers_run_changes_no_committed_file():
+    """`make run` (tools/run_notebooks.py) writes to build/ only: the notebooks, results/ and the
+    notebooks' folder (where the kernels run) are as they were; no kernel socket is left there."""
+    import subprocess
+    import sys
+
+    def state():
+        listing = sorted(p.name for p in (ROOT / "notebooks").iterdir())
+        status = subprocess.run(["git", "status", "--porcelain", "--", "notebooks", "results"], cwd=ROOT,
+                                capture_output=True, text=True).stdout
+        return listing, status
+
+    before = state()
+    env = {**os.environ, "D2L_RESULTS_DIR": ""}  # as a reader has it: unset
+    env.pop("D2L_RESULTS_DIR")
+    run = subprocess.run([sys.executable, "tools/run_notebooks.py", "09", "--setting", "smoke"], cwd=ROOT,
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert state() == before
+    assert (ROOT / "build" / "run" / "smoke" / "09_ex4_compute_and_memory.ipynb").exists()

@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -34,7 +35,10 @@ COMMITTED_RESULTS = ROOT / "results"
 # Kernels talk to papermill over local sockets (IPC) instead of TCP: same behaviour, and no
 # "[IPKernelApp] WARNING | Kernel is running over TCP without encryption" line per notebook,
 # which a reader can do nothing about (both ends are this machine's processes).
-KERNEL_CONFIG = Config({"KernelManager": {"transport": "ipc"}})
+# The sockets are files: they go to a temporary folder of this run, not into notebooks/ (the kernel's
+# working directory, where jupyter_client would put them), and go away with it.
+IPC_DIR = tempfile.TemporaryDirectory(prefix="d2l-kernels-")
+KERNEL_CONFIG = Config({"KernelManager": {"transport": "ipc", "ip": str(Path(IPC_DIR.name) / "kernel-ipc")}})
 # papermill does not show the kernel's stderr, and a bar would leave hundreds of frames in the
 # saved notebooks; the live plot (one figure, updated in place) shows the progress there
 os.environ.setdefault("D2L_PROGRESS", "0")
