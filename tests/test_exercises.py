@@ -239,16 +239,15 @@ def test_readme_full_results_table_matches_the_results_files():
         "README.md's full-results table is out of step: python tools/exercise_full_runs.py --table --write"
 
 
-def test_full_results_table_reads_every_seed(tmp_path, monkeypatch):
+def test_full_results_table_reads_every_seed(tmp_path):
     """One value per seed, a run with no results file says so, and the epoch rows read the curve."""
     tool = _full_runs_tool()
-    monkeypatch.setattr(tool, "results_dir", lambda: tmp_path)
     epochs = [dict(train_loss=1.0 - e / 20, train_acc=0.5 + e / 40, test_acc=0.4 + e / 40) for e in range(15)]
     for seed, acc in [(0, 0.81), (2, 0.83)]:
         run = dict(seed=seed, train_loss=0.4, train_acc=0.85, test_acc=acc, wall_seconds=120.0,
                    examples_per_sec=1000.0 * (seed + 1), epochs=epochs)
-        tool.results_path(f"ex1-lenet-15ep.seed{seed}").write_text(json.dumps(run))
-    rows = {line.split(" | ")[0].lstrip("| "): line for line in tool.results_table().splitlines()}
+        (tmp_path / tool.results_path(f"ex1-lenet-15ep.seed{seed}").name).write_text(json.dumps(run))
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in tool.results_table(tmp_path).splitlines()}
     assert "| 0, 2 | 0.400, 0.400 | 0.850, 0.850 | 0.810, 0.830 | 2,000 | 2.0 |" \
         in rows["ex. 1: LeNet, 15 epochs"]
     assert "| 0, 2 | 0.550, 0.550 | 0.725, 0.725 | 0.625, 0.625 |  |  |" \

@@ -17,7 +17,14 @@ def test_precedence(monkeypatch):
     assert settings.setting_name("full")[0] == "full"
 
 
-def test_values_and_overrides(monkeypatch):
+@pytest.fixture
+def script(monkeypatch):
+    """choose_setting as a script sees it: no IPython shell (another test in the same pytest worker
+    may have left one, whose history would then decide which names count as parameters)."""
+    monkeypatch.setattr(settings, "_parameter_cells", lambda: None)
+
+
+def test_values_and_overrides(monkeypatch, script):
     monkeypatch.setenv("D2L_SETTING", "quick")
     cfg = settings.choose_setting(TABLE, {"setting": None, "batch_size": 64}, verbose=False)
     assert (cfg.name, cfg.batch_size, cfg.num_epochs) == ("quick", 64, 2)
@@ -27,7 +34,7 @@ def test_values_and_overrides(monkeypatch):
         _ = cfg.learning_rate
 
 
-def test_unknown_setting_is_an_error():
+def test_unknown_setting_is_an_error(script):
     with pytest.raises(ValueError, match="choose one of full, quick, smoke"):
         settings.choose_setting(TABLE, {"setting": "fast"}, verbose=False)
 

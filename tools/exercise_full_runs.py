@@ -86,27 +86,28 @@ TABLE_ROWS = [  # (label, run name, epoch to read or None for the last, recipe)
     ("ex. 5: + normalisation", "ex5-lenet-relu-dropout-normalize", None, "the same"),
     ("ex. 5: + normalisation + augmentation", "ex5-lenet-relu-dropout-augment", None, "the same"),
 ]
+COMMITTED_RESULTS = Path(__file__).resolve().parent.parent / "results"
 TABLE_START, TABLE_END = "<!-- full-results table: start -->", "<!-- full-results table: end -->"
 
 
-def _runs_of(name: str) -> list[dict]:
-    """The committed results of every seed of one recipe, by seed."""
+def _runs_of(name: str, directory: Path) -> list[dict]:
+    """The results of every seed of one recipe found in `directory`, by seed."""
     import json
 
-    runs = [json.loads(results_path(f"{name}.seed{s}").read_text())
-            for s in SEEDS.get(name, (0, 1)) if results_path(f"{name}.seed{s}").exists()]
-    return sorted(runs, key=lambda r: r["seed"])
+    paths = [directory / results_path(f"{name}.seed{s}").name for s in SEEDS.get(name, (0, 1))]
+    return sorted((json.loads(p.read_text()) for p in paths if p.exists()), key=lambda r: r["seed"])
 
 
-def results_table() -> str:
-    """The `full` results as a Markdown table: one row per recipe, one value per seed."""
+def results_table(directory: Path = COMMITTED_RESULTS) -> str:
+    """The `full` results in `directory` (the committed ones by default, whatever $D2L_RESULTS_DIR
+    says) as a Markdown table: one row per recipe, one value per seed."""
     import statistics
 
     lines = ["| run | recipe | seeds | loss | train acc | test acc | ex/s (median) | min (median) "
              "| [Exercise notes] (loss / train / test) |",
              "| --- | --- | --- | --- | --- | --- | ---: | ---: | --- |"]
     for label, name, epoch, recipe in TABLE_ROWS:
-        runs = _runs_of(name)
+        runs = _runs_of(name, Path(directory))
         source = SOURCE.get(name, "no run shown") if epoch is None else "no run shown"
         if not runs:
             lines.append(f"| {label} | {recipe} | (not run) | | | | | | {source} |")
