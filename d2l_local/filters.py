@@ -115,3 +115,15 @@ def describe(provenance: dict) -> str:
     return (f"setting '{provenance['setting']}' on {provenance['device_name']}: "
             f"{provenance['epochs']} epoch(s), {provenance['images_seen']:,} images seen, {recipe}, "
             f"test acc {provenance['test_acc']:.3f} on {provenance['test_images']:,} images")
+
+
+def neighbour_correlation(w) -> float:
+    """How smooth filters are: the mean correlation of each weight with its right and lower
+    neighbours, over the filters that are not all zero. Independent random weights give about 0;
+    edges, stripes and blobs give values towards 1. `w`: (n, 1, k, k), a tensor or an array."""
+    w = torch.as_tensor(w).detach().float().cpu().flatten(0, 1)  # (n, k, k)
+    w = w[w.flatten(1).abs().amax(1) > 0]
+    a = torch.cat([w[:, :, :-1].flatten(1), w[:, :-1, :].flatten(1)], 1)
+    b = torch.cat([w[:, :, 1:].flatten(1), w[:, 1:, :].flatten(1)], 1)
+    return nn.functional.cosine_similarity(a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True),
+                                           dim=1).mean().item()

@@ -75,17 +75,10 @@ def test_committed_filters_show_structure():
     assert path is not None, "commit a conv1_filters file: python tools/run_notebooks.py 05 --in-place"
     weights, provenance = flt.load_conv1_filters(path)
     assert provenance["setting"] != "smoke" and provenance["images_seen"] >= 7_680
-    def neighbours(w):  # mean correlation of each weight with its right and lower neighbours
-        w = torch.as_tensor(w).flatten(0, 1)  # (96, 11, 11)
-        w = w[w.flatten(1).abs().amax(1) > 0]
-        a = torch.cat([w[:, :, :-1].flatten(1), w[:, :-1, :].flatten(1)], 1)
-        b = torch.cat([w[:, :, 1:].flatten(1), w[:, 1:, :].flatten(1)], 1)
-        return nn.functional.cosine_similarity(a - a.mean(1, keepdim=True),
-                                               b - b.mean(1, keepdim=True), dim=1).mean()
-
     start = flt.load_conv1_start(path)
     # a short run: the change in training shows the structure; a long run: the filters themselves
-    learned = [neighbours(weights)] + ([] if start is None else [neighbours(weights - start)])
+    learned = [flt.neighbour_correlation(weights)] + \
+        ([] if start is None else [flt.neighbour_correlation(weights - start)])
     assert max(learned) > 0.3  # Xavier noise gives about 0
 
 
