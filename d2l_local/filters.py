@@ -127,3 +127,40 @@ def neighbour_correlation(w) -> float:
     b = torch.cat([w[:, :, 1:].flatten(1), w[:, 1:, :].flatten(1)], 1)
     return nn.functional.cosine_similarity(a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True),
                                            dim=1).mean().item()
+
+
+def input_windows(images, conv: nn.Conv2d) -> torch.Tensor:
+    """Every window `conv` reads from `images` (n, c, h, w), one per row: (windows, c*k*k).
+
+    These are the vectors each filter is multiplied with, so the gradient of a filter is always a
+    weighted sum of them (F.unfold with the layer's kernel, stride and padding)."""
+    if conv.dilation != (1, 1) or conv.groups != 1:
+        raise ValueError("input_windows handles convolutions without dilation or groups")
+    x = torch.as_tensor(images).detach().float()
+    if x.dim() != 4 or x.shape[1] != conv.in_channels:
+        raise ValueError(f"images of shape {tuple(x.shape)}: expected (n, {conv.in_channels}, h, w)")
+    windows = nn.functional.unfold(x, conv.kernel_size, stride=conv.stride, padding=conv.padding)
+    return windows.transpose(1, 2).flatten(0, 1)
+
+
+def window_basis(windows, energy: float = 0.999) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fewest orthonormal patterns that hold `energy` of the windows' squared length.
+
+    Returns (basis, share): basis (d, c*k*k), the principal patterns of the windows (eigenvectors
+    of their uncentred second-moment matrix, largest first); share: the cumulative share of the
+    windows' energy held by the first 1, 2, ... patterns (all c*k*k of them)."""
+    if not 0 < energy <= 1:
+        raise ValueError(f"energy must be in (0, 1], got {energy}")
+    w = torch.as_tensor(windows).detach().double()
+    values, vectors = torch.linalg.eigh(w.T @ w / len(w))  # ascending
+    values, vectors = values.flip(0).clamp_min(0), vectors.flip(1)
+    share = values.cumsum(0) / values.sum()
+    d = int((share < energy - 1e-12).sum()) + 1
+    return vectors[:, :d].T.float(), share.float()
+
+
+def project(w, basis: torch.Tensor) -> torch.Tensor:
+    """The part of each filter `w` (n, c, k, k) that lies in the span of `basis` (d, c*k*k)."""
+    w = torch.as_tensor(w).detach().float()
+    flat = w.flatten(1)
+    return (flat @ basis.T @ basis).view_as(w)

@@ -76,10 +76,49 @@ def test_committed_filters_show_structure():
     weights, provenance = flt.load_conv1_filters(path)
     assert provenance["setting"] != "smoke" and provenance["images_seen"] >= 7_680
     start = flt.load_conv1_start(path)
-    # a short run: the change in training shows the structure; a long run: the filters themselves
+    # the change in training shows the structure (the filters themselves keep their start's noise)
     learned = [flt.neighbour_correlation(weights)] + \
         ([] if start is None else [flt.neighbour_correlation(weights - start)])
     assert max(learned) > 0.3  # Xavier noise gives about 0
+
+
+def test_training_moves_a_filter_only_within_the_windows_it_reads():
+    """01's explanation of the noisy learned filters: a filter's gradient is a sum of the windows
+    the layer reads, so on smooth (enlarged) images it lies in a few patterns, a random start does not."""
+    torch.manual_seed(0)
+    images = nn.functional.interpolate(torch.rand(16, 1, 7, 7), size=56, mode="bilinear")  # smooth
+    conv = nn.Conv2d(1, 8, kernel_size=11, stride=4, padding=1)
+    basis, share = flt.window_basis(flt.input_windows(images, conv), energy=0.999)
+    assert 1 < len(basis) < 40 and share[len(basis) - 1] >= 0.999 and share[len(basis) - 2] < 0.999
+    torch.testing.assert_close(basis @ basis.T, torch.eye(len(basis)), atol=1e-5, rtol=0)  # orthonormal
+    conv(images).pow(2).sum().backward()
+    grad, start = conv.weight.grad, conv.weight.detach()
+    assert flt.project(grad, basis).norm() > 0.99 * grad.norm()   # training stays in the span
+    assert flt.project(start, basis).norm() < 0.7 * start.norm()  # the random start mostly does not
+    torch.testing.assert_close(flt.project(flt.project(start, basis), basis), flt.project(start, basis))
+    with pytest.raises(ValueError, match="energy"):
+        flt.window_basis(torch.rand(10, 4), energy=1.5)
+    with pytest.raises(ValueError, match="expected"):
+        flt.input_windows(torch.rand(2, 3, 28, 28), conv)
+
+
+def test_committed_filters_are_clean_where_the_data_can_see():
+    """What conv1 computes with (its filters' part in the windows' span) is smooth, and the rest of
+    each filter is its random start, which training did not touch."""
+    from d2l_local.data import fashion_mnist_tensors, resize_batch
+
+    path = flt.best_conv1_filters(flt.course_results_dir())
+    weights = torch.from_numpy(flt.load_conv1_filters(path)[0])
+    start = torch.from_numpy(flt.load_conv1_start(path))
+    conv1 = alexnet()[0]
+    images = resize_batch(fashion_mnist_tensors()["train-images-idx3-ubyte"][:64], 224)
+    basis, _ = flt.window_basis(flt.input_windows(images, conv1), energy=0.999)
+    seen = flt.project(weights, basis)
+    assert flt.neighbour_correlation(seen) > 0.8
+    unseen, unseen_start = weights - seen, start - flt.project(start, basis)
+    assert (unseen - unseen_start).norm() < 0.05 * unseen_start.norm()
+    out = nn.functional.conv2d(images[:8], weights, stride=4, padding=1)
+    assert (nn.functional.conv2d(images[:8], seen, stride=4, padding=1) - out).norm() < 0.01 * out.norm()
 
 
 def test_layer_boxes_follow_the_shape_walk():
