@@ -112,7 +112,10 @@ def describe(provenance: dict) -> str:
     """One line for a figure's title: which run made the filters."""
     r = provenance["recipe"]
     recipe = f"SGD lr {r.get('lr')}" + (f", momentum {r['momentum']}" if r.get("momentum") else "")
-    return (f"setting '{provenance['setting']}' on {provenance['device_name']}: "
+    changed = provenance.get("set_by_parameter") or {}  # values that differ from the setting's table
+    setting = f"setting '{provenance['setting']}'" + (
+        " with " + ", ".join(f"{k}={v}" for k, v in sorted(changed.items())) if changed else "")
+    return (f"{setting} on {provenance['device_name']}: "
             f"{provenance['epochs']} epoch(s), {provenance['images_seen']:,} images seen, {recipe}, "
             f"test acc {provenance['test_acc']:.3f} on {provenance['test_images']:,} images")
 

@@ -23,9 +23,11 @@ _last: Setting | None = None  # what the last `choose_setting` chose (train_ch6 
 class Setting(dict):
     """The chosen values, readable as `cfg.batch_size` or `cfg["batch_size"]`."""
 
-    def __init__(self, name: str, source: str, device, values: dict, changed: dict) -> None:
+    def __init__(self, name: str, source: str, device, values: dict, changed: dict,
+                 set_by_parameter: dict | None = None) -> None:
         super().__init__(values)
         self.name, self.source, self.device, self.changed = name, source, device, changed
+        self.set_by_parameter = dict(set_by_parameter or {})  # values that differ from the table
 
     def __getattr__(self, key):
         try:
@@ -104,13 +106,13 @@ def choose_setting(table: dict[str, dict], namespace: dict | None = None, *,
     # takes no overrides: a later variable of the same name (say, a module) is not a value
     declared = set().union(*cells) if cells is not None else allowed  # None: a script
     name, source = setting_name(namespace.get("setting") if "setting" in declared else None)
-    values = dict(table[name])
+    values, set_by_parameter = dict(table[name]), {}
     for key in sorted(keys & declared):
         if namespace.get(key) is not None and namespace[key] != values[key]:
-            values[key] = namespace[key]
+            values[key] = set_by_parameter[key] = namespace[key]
             source += f", {key} set by parameter"
     changed = {k: (table["full"][k], v) for k, v in values.items() if v != table["full"][k]}
-    cfg = Setting(name, source, try_gpu(), values, changed)
+    cfg = Setting(name, source, try_gpu(), values, changed, set_by_parameter)
     global _last
     _last = cfg
     if verbose:

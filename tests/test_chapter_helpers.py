@@ -36,6 +36,9 @@ def test_filters_round_trip(tmp_path):
     assert provenance["images_seen"] == 1000 and provenance["recipe"]["momentum"] == 0.9
     assert "momentum 0.9" in flt.describe(provenance) and "1,000 images seen" in flt.describe(provenance)
     assert flt.load_conv1_start(path) is None
+    assert "setting 'quick' on cpu" in flt.describe(provenance)  # the setting's own values
+    changed = dict(provenance, set_by_parameter={"num_epochs": 1, "train_subset": 60000})
+    assert "setting 'quick' with num_epochs=1, train_subset=60000 on cpu" in flt.describe(changed)
     start = torch.randn(96, 1, 11, 11)
     with_start = _save(net, tmp_path, images_seen=5, start=start)
     assert np.array_equal(flt.load_conv1_start(with_start), start.numpy())

@@ -29,6 +29,7 @@ def test_values_and_overrides(monkeypatch, script):
     cfg = settings.choose_setting(TABLE, {"setting": None, "batch_size": 64}, verbose=False)
     assert (cfg.name, cfg.batch_size, cfg.num_epochs) == ("quick", 64, 2)
     assert cfg.changed == {"batch_size": (128, 64), "num_epochs": (10, 2)}
+    assert cfg.set_by_parameter == {"batch_size": 64}  # not num_epochs: quick's own value
     assert "num_epochs 10 -> 2" in cfg.describe()
     with pytest.raises(AttributeError):
         _ = cfg.learning_rate
