@@ -92,13 +92,13 @@ _PEAK_CHILD = r"""
 import json, resource, sys
 import psutil, torch
 from d2l_local import models
-name, batch, size, steps, threads = sys.argv[1:6]
-batch, size, steps = int(batch), int(size), int(steps)
+name, batch, size, steps, threads, momentum = sys.argv[1:7]
+batch, size, steps, momentum = int(batch), int(size), int(steps), float(momentum)
 torch.set_num_threads(int(threads))
 torch.manual_seed(0)
 net = models.EXERCISE_MODELS[name]()
 X, y = torch.rand(batch, 1, size, size), torch.randint(0, 10, (batch,))
-opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=momentum)
 loss = torch.nn.CrossEntropyLoss()
 before = psutil.Process().memory_info().rss            # net and batch in memory, nothing trained yet
 hwm_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -107,19 +107,21 @@ for _ in range(steps):
     loss(net(X), y).backward()
     opt.step()
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # the kernel's high-water mark
+buffers = sum(s.get("momentum_buffer") is not None for s in opt.state.values())
 print(json.dumps(dict(rss_before=before, peak_before=hwm_before, peak=peak,
-                      rss_after=psutil.Process().memory_info().rss)))
+                      rss_after=psutil.Process().memory_info().rss, momentum_buffers=buffers)))
 """
 
 
 def measured_peak_memory(model: str, batch_size: int, *, size: int = 224, steps: int = 2,
-                         device=None) -> dict:
-    """Peak memory of `steps` training steps (SGD with momentum) of `EXERCISE_MODELS[model]`.
+                         momentum: float = 0.9, device=None) -> dict:
+    """Peak memory of `steps` training steps (SGD, `momentum` 0.0: plain) of `EXERCISE_MODELS[model]`.
 
     On a GPU: `torch.cuda.max_memory_allocated` in this process. On a CPU: a fresh Python process per
     call, so that one batch size's memory cannot hide in another's; psutil reads its resident memory
     before training, and the kernel's high-water mark (`ru_maxrss`; psutil has no peak on Linux)
-    gives the peak. Returns bytes: `before`, `peak`, and `step` = peak - before.
+    gives the peak. Returns bytes: `before`, `peak`, and `step` = peak - before; and
+    `momentum_buffers`, how many momentum buffers the optimiser held (0 with plain SGD).
     """
     import subprocess
     import sys
@@ -129,12 +131,14 @@ def measured_peak_memory(model: str, batch_size: int, *, size: int = 224, steps:
     device = torch.device(device or "cpu")
     if model not in models.EXERCISE_MODELS:
         raise ValueError(f"model={model!r}: choose one of {sorted(models.EXERCISE_MODELS)}")
+    if not 0.0 <= momentum < 1.0:
+        raise ValueError(f"momentum={momentum!r}: use 0.0 (plain SGD) up to below 1.0, e.g. 0.9")
     if device.type == "cuda":
         torch.manual_seed(0)
         net = models.EXERCISE_MODELS[model]().to(device)
         X = torch.rand(batch_size, 1, size, size, device=device)
         y = torch.randint(0, 10, (batch_size,), device=device)
-        opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+        opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=momentum)
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
@@ -144,18 +148,20 @@ def measured_peak_memory(model: str, batch_size: int, *, size: int = 224, steps:
             opt.step()
         torch.cuda.synchronize(device)
         peak = torch.cuda.max_memory_allocated(device)
+        buffers = sum(s.get("momentum_buffer") is not None for s in opt.state.values())
         del net, X, y, opt
         torch.cuda.empty_cache()
-        return dict(before=before, peak=peak, step=peak - before, how="torch.cuda.max_memory_allocated")
+        return dict(before=before, peak=peak, step=peak - before, momentum_buffers=buffers,
+                    how="torch.cuda.max_memory_allocated")
     out = subprocess.run([sys.executable, "-c", _PEAK_CHILD, model, str(batch_size), str(size),
-                          str(steps), str(torch.get_num_threads())],
+                          str(steps), str(torch.get_num_threads()), str(momentum)],
                          capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise RuntimeError(f"the measuring process failed:\n{out.stderr[-2000:]}")
     r = json.loads(out.stdout.strip().splitlines()[-1])
     return dict(before=r["rss_before"], peak=r["peak"], step=r["peak"] - r["rss_before"],
-                how="peak resident memory of a fresh process (ru_maxrss) minus psutil's RSS "
-                    "before training")
+                momentum_buffers=r["momentum_buffers"],
+                how="peak resident memory of a fresh process (ru_maxrss) minus psutil's RSS before training")
 
 
 # ---- exercise 4: the machine's roofline -------------------------------------------------------
@@ -208,15 +214,22 @@ def layer_times(net: torch.nn.Sequential, input_shape, device, *, repeats: int =
 
 # ---- plots --------------------------------------------------------------------------------------
 
-def plot_history(ax, history: History | dict, title: str, *, mark_epoch: int | None = None) -> None:
-    """Training loss, training and test accuracy per epoch of one run (a History or a results record)."""
+def plot_history(ax, history: History | dict, title: str, *, mark_epoch: int | None = None,
+                 mark_label: str | None = None) -> None:
+    """Training loss, training and test accuracy per epoch of one run (a History or a results record).
+
+    mark_epoch: draw a dotted vertical line there, named `mark_label` in the legend.
+    """
+    from matplotlib.ticker import MaxNLocator
+
     epochs = history.epochs if isinstance(history, History) else history["epochs"]
     x = [e["epoch"] for e in epochs]
     ax.plot(x, [e["train_loss"] for e in epochs], "C0.-", label="train loss")
     ax.plot(x, [e["train_acc"] for e in epochs], "C1.--", label="train acc")
     ax.plot(x, [e["test_acc"] for e in epochs], "C2.-.", label="test acc")
     if mark_epoch:
-        ax.axvline(mark_epoch, color="gray", lw=0.8, ls=":")
+        ax.axvline(mark_epoch, color="gray", lw=0.8, ls=":", label=mark_label or f"epoch {mark_epoch}")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss / accuracy")
     ax.set_title(title, fontsize=9)
