@@ -10,8 +10,9 @@ NOTEBOOKS = {p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")}
 
 
 def command_lines(text: str) -> list[str]:
-    """The indented command lines of the 'two commands' block (`    make ...`)."""
-    return [line.strip() for line in text.splitlines() if re.match(r"^    make \w+", line)]
+    """The commands of the 'two commands' block (`    make ...`), without their comments (each
+    README writes those in its own language)."""
+    return [line.split("#")[0].strip() for line in text.splitlines() if re.match(r"^    make \w+", line)]
 
 
 def test_the_commands_are_the_english_readmes():
