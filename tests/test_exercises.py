@@ -69,6 +69,10 @@ def my_net_28x28():
     return nn.Sequential(nn.Conv2d(1, 256, 3, padding=1), nn.ReLU(), nn.Conv2d(256, 256, 3, padding=1),
                          nn.ReLU(), nn.Flatten(), nn.Linear(256 * 28 * 28, 10))
 """, ["fewer channels"])
+WRONG_LIBRARY_28 = ("""
+def my_net_28x28():
+    return models.net_28x28_small()
+""", ["design the layers yourself", "net_28x28_small"])
 
 
 def grade(cell) -> dict:
@@ -192,7 +196,8 @@ def test_checks_reject_wrong_answers_with_a_message(path):
     cases = [({gid: WRONG[gid][0]}, WRONG[gid][1]) for gid in ids]
     if "ex2_solution" in ids:
         cases += [({"ex2_solution": WRONG_NET_28[0]}, WRONG_NET_28[1]),
-                  ({"ex2_solution": WRONG_COST_28[0]}, WRONG_COST_28[1])]
+                  ({"ex2_solution": WRONG_COST_28[0]}, WRONG_COST_28[1]),
+                  ({"ex2_solution": WRONG_LIBRARY_28[0]}, WRONG_LIBRARY_28[1])]
     for replace, says in cases:
         errors = _execute(_checks_only(nb, replace))
         failed = [e for gid, errs in errors.items() for e in errs]
