@@ -85,3 +85,39 @@ def matmul_gflops(device: torch.device | str, n: int | None = None, repeats: int
         a @ b
     synchronize(device)
     return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+# ------------------------------------------------ the precision the hardware computes natively
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def native_bf16(device: torch.device | str) -> bool:
+    """True where bf16 is the hardware's fast path, as PyTorch reports it (nothing is guessed).
+
+    A CPU: Intel AMX tiles or AVX-512 BF16 instructions (without them PyTorch emulates bf16,
+    slower than fp32). A CUDA GPU: `torch.cuda.is_bf16_supported()` (Ampere and newer).
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        cpu_caps = getattr(torch, "cpu", None)
+        return bool(getattr(cpu_caps, "_is_amx_tile_supported", lambda: False)()
+                    or getattr(cpu_caps, "_is_avx512_bf16_supported", lambda: False)())
+    return False  # mps: bf16 autocast is not a fast path there
+
+
+def resolve_precision(precision: str, device: torch.device | str) -> str:
+    """'auto' -> 'bf16' where the device computes bf16 natively, else 'fp32'; 'fp32'/'bf16' as given."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}: choose one of {', '.join(PRECISIONS)} "
+                         "('fp32' gives the book's numerics anywhere)")
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return precision
+
+
+def precision_text(precision: str, channels_last: bool) -> str:
+    """The line a run prints and records, e.g. 'bf16 autocast, channels_last'."""
+    kind = "bf16 autocast" if precision == "bf16" else "fp32"
+    return f"{kind}, {'channels_last' if channels_last else 'NCHW'}"

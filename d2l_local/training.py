@@ -11,9 +11,13 @@ same numerics as `d2l.train_ch6` (Xavier init, plain SGD). What changes:
   GPU is not stopped once per batch; examples/sec is compute-only as the book
   counts it (CUDA events, no per-step sync) and, beside it, end to end;
 - a tqdm progress bar (off with `progress=False` or `D2L_PROGRESS=0`);
-- keyword-only options: momentum and weight decay, channels-last memory
-  format, bf16 autocast (CUDA only) and `torch.compile`. The defaults change
-  nothing; `bf16` changes the numerics, `momentum`/`weight_decay` the recipe;
+- keyword-only options: momentum and weight decay, the precision (`"fp32"`,
+  the book's, by default; `"bf16"` autocast on a CPU or a CUDA GPU; `"auto"`:
+  bf16 where the hardware computes it natively, see `device.native_bf16`),
+  channels-last memory format (by default on with bf16, off with fp32) and
+  `torch.compile`. The defaults change nothing; bf16 changes the numerics,
+  `momentum`/`weight_decay` the recipe. The precision and memory format are
+  printed after the book's lines and kept in the `History`;
 - before training, two checks that stop with an error saying what to do:
   the `full` setting on a machine without a CUDA GPU when it would take more
   than `LONG_MINUTES` here (unless `$D2L_ALLOW_LONG=1`), and a batch that does
@@ -38,6 +42,7 @@ from torch import nn
 
 from d2l_local import checkpoint as ckpt
 from d2l_local import settings
+from d2l_local.device import precision_text, resolve_precision
 from d2l_local.metrics import StepTimer, correct_count, evaluate_accuracy_gpu
 from d2l_local.plotting import Animator
 
@@ -62,6 +67,8 @@ class History:
     """
 
     device: str
+    precision: str = "fp32"        # "fp32" or "bf16" (autocast)
+    memory_format: str = "NCHW"    # or "channels_last"
     epochs: list[dict] = field(default_factory=list)
     num_examples: int = 0          # training examples processed, all epochs
     compute_seconds: float = 0.0   # inside training steps (the book's timer)
@@ -124,23 +131,31 @@ def _to_device(X: torch.Tensor, device: torch.device, channels_last: bool) -> to
 def train_ch6(net: nn.Module, train_iter, test_iter, num_epochs: int, lr: float, device, *,
               init_weights: bool = True, momentum: float = 0.0, weight_decay: float = 0.0,
               animate: bool | None = None, progress: bool | None = None, verbose: bool = True,
-              channels_last: bool = False, bf16: bool = False, compile: bool = False,
-              checkpoint: str | os.PathLike | None = None) -> History:
+              precision: str = "fp32", channels_last: bool | None = None, bf16: bool = False,
+              compile: bool = False, checkpoint: str | os.PathLike | None = None) -> History:
     """Train a model with a GPU (`d2l.train_ch6`); returns a `History`.
 
     animate: None shows the live plot in a notebook only; the figure is in `History.figure`.
     checkpoint: a file; the run is saved there after every epoch, and resumed from it if it
     exists (delete the file to start again).
+    precision: "fp32" (the book's), "bf16" (autocast) or "auto" (bf16 where native); `bf16=True`
+    is the same as precision="bf16". channels_last: None follows the precision (on with bf16).
     """
     device = torch.device(device)
-    if bf16 and device.type != "cuda":
-        raise ValueError(f"bf16=True needs a CUDA device, got {device}; leave it off on the CPU")
+    precision = resolve_precision("bf16" if bf16 else precision, device)
+    if precision == "bf16" and device.type not in ("cpu", "cuda"):
+        raise ValueError(f"bf16 autocast runs on a CPU or a CUDA GPU, not on {device}; "
+                         "use precision='fp32'")
+    if channels_last is None:
+        channels_last = precision == "bf16"
+    bf16 = precision == "bf16"
     if num_epochs < 1:
         raise ValueError(f"num_epochs={num_epochs}: train for at least one epoch")
     num_batches = len(train_iter)
     if num_batches == 0:
         raise ValueError("train_iter is empty: check the batch size and the subset size")
-    config = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, num_batches=num_batches)
+    config = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, num_batches=num_batches,
+                  precision=precision)
     saved = _load_checkpoint(checkpoint, config, num_epochs) if checkpoint else None
     if init_weights and saved is None:
         net.apply(init_weights_xavier)
@@ -165,7 +180,8 @@ def train_ch6(net: nn.Module, train_iter, test_iter, num_epochs: int, lr: float,
     report_every = max(1, num_batches // 5)  # the book's `num_batches // 5` fails below 5 batches
     amp_dtype = torch.bfloat16 if bf16 else None
     sum_dtype = accumulator_dtype(device)
-    history = History(device=str(device))
+    history = History(device=str(device), precision=precision,
+                      memory_format="channels_last" if channels_last else "NCHW")
     step_timer = StepTimer(device)
     start = time.perf_counter()
     first_epoch = 0
@@ -239,6 +255,7 @@ def train_ch6(net: nn.Module, train_iter, test_iter, num_epochs: int, lr: float,
     if verbose:
         print(f"loss {train_l:.3f}, train acc {train_acc:.3f}, test acc {test_acc:.3f}")
         print(f"{history.examples_per_sec:.1f} examples/sec on {device}")
+        print(f"precision: {precision_text(precision, channels_last)}")
     return history
 
 
@@ -276,7 +293,7 @@ def _resume(saved: dict, net, optimizer, history: History, step_timer: StepTimer
                                    "(or choose another) to train this net from the start.") from None
     optimizer.load_state_dict(saved["optimizer"])
     for key, value in saved["history"].items():
-        if key != "device":
+        if key not in ("device", "precision", "memory_format"):
             setattr(history, key, value)
     step_timer.seconds = history.compute_seconds
     animator.X, animator.Y = saved["plot"]["X"], saved["plot"]["Y"]

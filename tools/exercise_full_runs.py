@@ -15,6 +15,7 @@ in about 32 minutes (measured on a 2-core AMD EPYC). Run one job at a time: two 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -26,12 +27,17 @@ from d2l_local.device import device_name, try_gpu
 from d2l_local.exercises import run_recipe
 from d2l_local.results import results_dir, save_results
 from d2l_local.settings import Setting
+from d2l_local.training import init_weights_xavier
 
+BOOK_ALEXNET = dict(batch_size=128, lr=0.01, num_epochs=10, resize=224)  # D2L 7.1.4 (zh) / 8.1.4 (en)
 BOOK_28 = dict(batch_size=128, lr=0.01, num_epochs=10)            # exercise 2 in [Exercise notes]
 LENET_BOOK = dict(batch_size=256, lr=0.9, num_epochs=15)          # D2L 6.6's LeNet recipe, 15 epochs
 LENET_128 = dict(batch_size=128, num_epochs=10)                   # exercise 5 in [Exercise notes]: batch 128
 
 RECIPES = {  # run name -> (notebook, builder, recipe)
+    "book-alexnet": ("05_training_alexnet", models.alexnet, BOOK_ALEXNET),
+    "ex1-alexnet-15ep": ("06_ex1_more_epochs", models.alexnet, dict(BOOK_ALEXNET, num_epochs=15)),
+    "ex3-alexnet-batch256": ("08_ex3_batch_size", models.alexnet, dict(BOOK_ALEXNET, batch_size=256)),
     "ex1-lenet-15ep": ("06_ex1_more_epochs", models.lenet, LENET_BOOK),
     "ex2-net_28x28": ("07_ex2_small_images", models.net_28x28, BOOK_28),
     "ex2-net_28x28_small": ("07_ex2_small_images", models.net_28x28_small, BOOK_28),
@@ -44,7 +50,13 @@ RECIPES = {  # run name -> (notebook, builder, recipe)
                                        dict(LENET_128, lr=0.6, preprocessing="normalize+augment")),
 }
 SEEDS = {"ex1-lenet-15ep": (0, 1, 2), "ex2-net_28x28": (0,), "ex2-net_28x28_small": (0,),
-         "ex5-lenet-relu-dropout": (0, 1, 2)}  # the others: seeds 0 and 1
+         "ex5-lenet-relu-dropout": (0, 1, 2), "book-alexnet": (0,), "ex1-alexnet-15ep": (0,),
+         "ex3-alexnet-batch256": (0,)}  # the others: seeds 0 and 1
+# AlexNet at 224x224 takes about an hour per 10 epochs on a 2-core CPU with native bf16: these runs
+# save a checkpoint after every epoch (results/checkpoints/, not tracked) and resume from it, and
+# keep it when done. The 15-epoch run continues the 10-epoch one's checkpoint: same seed, same
+# batches in the same order, so its first 10 epochs are the book's run, as a straight run's would be.
+CONTINUES = {"ex1-alexnet-15ep": "book-alexnet"}
 
 
 def all_runs() -> list[str]:
@@ -133,19 +145,78 @@ def readme_with_table(readme: str) -> str:
     return readme[:start + len(TABLE_START)] + "\n" + results_table() + readme[end:]
 
 
-def make_run(run: str) -> None:
+def checkpoint_path(run: str) -> Path:
+    name, _ = run.split(".")
+    return results_dir() / "checkpoints" / f"{RECIPES[name][0]}.{run}.full.pt"
+
+
+def make_run(run: str, precision: str = "auto") -> None:
     name, seed_text = run.split(".")
     seed = int(seed_text.removeprefix("seed"))
     notebook, build, recipe = RECIPES[name]
     device = try_gpu()
     start = time.time()
-    _, history = run_recipe(build, device=device, seed=seed, progress=False, animate=False, **recipe)
-    values = dict(recipe, model=build.__name__, resize=None, train_subset=None, test_subset=None)
+    train_kwargs, extra, conv1_start = {}, {}, {}
+    if build is models.alexnet:  # an hour or more: checkpointed, filters and confusion matrix kept
+        checkpoint = checkpoint_path(run)
+        earlier = name in CONTINUES and checkpoint_path(f"{CONTINUES[name]}.{seed_text}")
+        if earlier and earlier.exists() and not checkpoint.exists():
+            shutil.copyfile(earlier, checkpoint)
+            extra["continued_from"] = f"{CONTINUES[name]}.{seed_text} (its checkpoint)"
+            print(f"{run}: continues {earlier.name}", flush=True)
+
+        def build():  # noqa: F811 (the book's init here, so the filters' start is known)
+            net = models.alexnet().apply(init_weights_xavier)
+            conv1_start["weights"] = net[0].weight.detach().clone()
+            return net
+
+        train_kwargs = dict(checkpoint=checkpoint, init_weights=False)
+    net, history = run_recipe(build, device=device, seed=seed, progress=False, animate=False,
+                              precision=precision, **recipe, **train_kwargs)
+    values = dict(dict(train_subset=None, test_subset=None, resize=None), **recipe,
+                  model=models.alexnet.__name__ if conv1_start else build.__name__,
+                  precision=history.precision, memory_format=history.memory_format)
     cfg = Setting("full", "tools/exercise_full_runs.py", device, values, {})
+    if conv1_start:
+        extra.update(alexnet_extras(net, history, cfg, seed, device, conv1_start["weights"],
+                                    save_filters=name == "book-alexnet"))
     path = save_results(f"{notebook}.{run}", cfg, history, seed=seed,
-                        extra=dict(run=run, model=build.__name__, cpu_model=cpu_model()))
-    print(f"{run}: test acc {history.test_acc:.3f}, {history.examples_per_sec:.0f} ex/s, "
-          f"{time.time() - start:.0f} s -> {path.name}", flush=True)
+                        extra=dict(run=run, model=values["model"], cpu_model=cpu_model(),
+                                   precision=history.precision, memory_format=history.memory_format,
+                                   **extra))
+    print(f"{run}: loss {history.train_loss:.3f}, train acc {history.train_acc:.3f}, "
+          f"test acc {history.test_acc:.3f}, {history.examples_per_sec:.1f} ex/s "
+          f"({history.precision}, {history.memory_format}), {time.time() - start:.0f} s -> {path.name}",
+          flush=True)
+
+
+def alexnet_extras(net, history, cfg, seed, device, start, save_filters: bool) -> dict:
+    """The test set's confusion matrix and conv1's filters (results/), which 05 and 01 show."""
+    from d2l_local import filters
+    from d2l_local.data import get_fashion_mnist_labels, load_data_fashion_mnist_fast
+
+    _, test_iter = load_data_fashion_mnist_fast(cfg.batch_size, resize=cfg.resize, device=device,
+                                                seed=seed)
+    net.eval()
+    preds, labels = [], []
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16,
+                                         enabled=history.precision == "bf16"):
+        for X, y in test_iter:
+            preds.append(net(X.to(device)).argmax(dim=1).cpu())
+            labels.append(y.cpu())
+    preds, labels = torch.cat(preds), torch.cat(labels)
+    cm = torch.bincount(10 * labels + preds, minlength=100).reshape(10, 10)
+    if not save_filters:  # one filters file, the book's run's (01 shows it)
+        return dict(confusion_matrix=cm.tolist(), class_names=get_fashion_mnist_labels(range(10)),
+                    num_train=60000, num_test=len(labels))
+    filters_file = filters.save_conv1_filters(
+        net, results_dir(), setting="full", device=device, epochs=len(history.epochs),
+        images_seen=history.num_examples, test_acc=history.test_acc, test_images=len(labels),
+        recipe=dict(optimizer="SGD", lr=cfg.lr, momentum=0.0, batch_size=cfg.batch_size,
+                    resize=cfg.resize, init="Xavier uniform (train_ch6)", precision=history.precision),
+        start=start, train_images=60000, seed=seed, setting_values=dict(cfg), set_by_parameter={})
+    return dict(confusion_matrix=cm.tolist(), class_names=get_fashion_mnist_labels(range(10)),
+                num_train=60000, num_test=len(labels), filters_file=filters_file.name)
 
 
 def main() -> int:
@@ -153,6 +224,8 @@ def main() -> int:
     ap.add_argument("runs", nargs="*", help="run names (see --list), or 'all' for the missing ones")
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--force", action="store_true", help="run even if the results file exists")
+    ap.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                    help="auto (default): bf16 where the hardware computes it natively, else fp32")
     ap.add_argument("--table", action="store_true", help="print the README's table of the results")
     ap.add_argument("--write", action="store_true", help="with --table: write it into README.md")
     args = ap.parse_args()
@@ -177,7 +250,7 @@ def main() -> int:
         if results_path(run).exists() and not args.force:
             print(f"{run}: done ({results_path(run).name}); --force runs it again")
             continue
-        make_run(run)
+        make_run(run, args.precision)
     return 0
 
 
