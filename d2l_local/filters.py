@@ -35,7 +35,9 @@ def first_conv(net: nn.Module) -> nn.Conv2d:
 def course_results_dir() -> Path:
     """The repository's committed `results/`, whatever `$D2L_RESULTS_DIR` says: the filters the
     course ships are read from here even when a reader's run writes its own results elsewhere."""
-    return Path(__file__).resolve().parent.parent / "results"
+    from d2l_local.results import committed_results_dir
+
+    return committed_results_dir()
 
 
 def filters_path(directory: Path, setting: str, device, images_seen: int) -> Path:

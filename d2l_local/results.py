@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import os
 import platform
@@ -34,12 +35,42 @@ BOOK = {
 }
 
 
+REPOSITORY = Path(__file__).resolve().parent.parent
+COMMITTED_RESULTS = REPOSITORY / "results"  # the course's reference runs, tracked by git
+READER_RUNS = REPOSITORY / "runs"            # a reader's own runs: git-ignored, kept by `make clean`
+
+
+def committed_results_dir() -> Path:
+    """The course's committed reference results (`results/`), whatever `$D2L_RESULTS_DIR` says."""
+    return COMMITTED_RESULTS
+
+
 def results_dir() -> Path:
-    """`$D2L_RESULTS_DIR`, else this repository's `results/`."""
+    """Where this run writes: `$D2L_RESULTS_DIR`, else the reader's own `runs/` (git-ignored).
+
+    The committed `results/` is written only when asked for explicitly
+    (`D2L_RESULTS_DIR=results`, which `tools/run_notebooks.py --in-place` sets), so a run
+    started from JupyterLab, VS Code or a plain `python` never replaces the course's reference.
+    """
     env = os.environ.get(RESULTS_DIR_ENV)
-    path = Path(env) if env else Path(__file__).resolve().parent.parent / "results"
+    path = Path(env) if env else READER_RUNS
+    if not path.is_absolute():
+        path = REPOSITORY / path
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def writes_committed_results() -> bool:
+    """True when this run writes into the course's committed `results/` (a maintainer asked for it)."""
+    return results_dir().resolve() == COMMITTED_RESULTS.resolve()
+
+
+def checkpoint_path(name: str, cfg, **more) -> Path:
+    """`<results_dir>/checkpoints/<name>.<setting>.<key>.pt`: the key is a hash of every value of
+    the run, so a run with other values never resumes this one's checkpoint (it starts afresh)."""
+    values = dict(sorted({**dict(cfg), **more}.items()))
+    key = hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return results_dir() / "checkpoints" / f"{name}.{cfg.name}.{key}.pt"
 
 
 def versions() -> dict:

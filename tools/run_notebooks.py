@@ -126,8 +126,9 @@ def main() -> int:
         parameters["setting"] = args.setting
     out_dir = NOTEBOOKS if args.in_place else ROOT / "build" / "run" / setting
     out_dir.mkdir(parents=True, exist_ok=True)
-    if not args.in_place:  # a reader's run leaves the committed results/ alone
-        os.environ.setdefault("D2L_RESULTS_DIR", str(out_dir / "results"))
+    # a reader's run leaves the committed results/ alone; --in-place (maintainers) refreshes them
+    os.environ.setdefault("D2L_RESULTS_DIR", str(COMMITTED_RESULTS if args.in_place
+                                                  else out_dir / "results"))
     paths = notebooks(args.names)
     for path in paths:
         check_parameters(path, parameters)
