@@ -6,6 +6,15 @@ in order: the notebook's `setting` parameter (papermill), `$D2L_SETTING`, else
 `full` on a CUDA GPU and `quick` on a CPU or Apple's GPU (mps). An unknown setting, or a parameter that
 the notebook does not take (a typo in papermill's `-p`), stops with an error
 instead of silently running something else.
+
+Precision follows the hardware: a table's `precision` value (default "auto")
+becomes "bf16" (autocast, channels_last) where the device computes bf16
+natively (Intel AMX or AVX-512 BF16; CUDA GPUs with bf16) and "fp32"
+elsewhere; "fp32" gives the book's numerics anywhere. `train_ch6` uses the
+chosen setting's precision unless told otherwise. A setting may also carry
+`on_native_bf16=dict(...)`: values that replace its own where the CPU computes
+bf16 natively (a bf16 CPU trains several times faster, so `quick` can show
+more in the same minutes); `describe()` says what this machine gets.
 """
 
 from __future__ import annotations
@@ -13,7 +22,7 @@ from __future__ import annotations
 import ast
 import os
 
-from d2l_local.device import try_gpu
+from d2l_local.device import native_bf16, precision_text, resolve_precision, try_gpu
 
 SETTING_ENV = "D2L_SETTING"
 NAMES = ("full", "quick", "smoke")
@@ -24,10 +33,15 @@ class Setting(dict):
     """The chosen values, readable as `cfg.batch_size` or `cfg["batch_size"]`."""
 
     def __init__(self, name: str, source: str, device, values: dict, changed: dict,
-                 set_by_parameter: dict | None = None) -> None:
+                 set_by_parameter: dict | None = None, hardware: dict | None = None) -> None:
         super().__init__(values)
         self.name, self.source, self.device, self.changed = name, source, device, changed
         self.set_by_parameter = dict(set_by_parameter or {})  # values that differ from the table
+        self.hardware = dict(hardware or {})  # values this machine's native bf16 replaced
+        requested = values.get("precision", "auto")
+        #: "fp32" or "bf16": what training uses here ("auto" resolved for this device)
+        self.precision = resolve_precision(requested, device)
+        self.channels_last = self.precision == "bf16"
 
     def __getattr__(self, key):
         try:
@@ -36,7 +50,12 @@ class Setting(dict):
             raise AttributeError(f"setting {self.name!r} has no value {key!r}") from None
 
     def describe(self) -> str:
-        lines = [f"setting {self.name!r} ({self.source}) on {self.device}"]
+        lines = [f"setting {self.name!r} ({self.source}) on {self.device}, "
+                 f"precision {precision_text(self.precision, self.channels_last)}"
+                 + (" (native bf16 here)" if native_bf16(self.device) else "")]
+        if self.hardware:
+            lines.append("this machine computes bf16 natively, so: " + ", ".join(
+                f"{k} {old} -> {new}" for k, (old, new) in self.hardware.items()))
         if self.changed:
             lines.append("changed from 'full' (the book's): " + ", ".join(
                 f"{k} {old} -> {new}" for k, (old, new) in self.changed.items()))
@@ -94,7 +113,7 @@ def choose_setting(table: dict[str, dict], namespace: dict | None = None, *,
     missing = [n for n in NAMES if n not in table]
     if missing:
         raise ValueError(f"the settings table lacks {missing}")
-    keys = set(table["full"])
+    keys = set(table["full"]) - {"on_native_bf16"}
     allowed = keys | {"setting"}
     cells = _parameter_cells()
     unknown = sorted(cells[-1] - allowed) if cells else []
@@ -107,12 +126,22 @@ def choose_setting(table: dict[str, dict], namespace: dict | None = None, *,
     declared = set().union(*cells) if cells is not None else allowed  # None: a script
     name, source = setting_name(namespace.get("setting") if "setting" in declared else None)
     values, set_by_parameter = dict(table[name]), {}
+    device = try_gpu()
+    faster = values.pop("on_native_bf16", None) or {}
+    unknown = sorted(set(faster) - keys)
+    if unknown:
+        raise ValueError(f"on_native_bf16 of setting {name!r} names {unknown}, not values of the table")
+    hardware = {}
+    if faster and device.type == "cpu" and resolve_precision(values.get("precision", "auto"),
+                                                              device) == "bf16":
+        hardware = {k: (values[k], v) for k, v in faster.items() if values[k] != v}
+        values.update(faster)
     for key in sorted(keys & declared):
         if namespace.get(key) is not None and namespace[key] != values[key]:
             values[key] = set_by_parameter[key] = namespace[key]
             source += f", {key} set by parameter"
     changed = {k: (table["full"][k], v) for k, v in values.items() if v != table["full"][k]}
-    cfg = Setting(name, source, try_gpu(), values, changed, set_by_parameter)
+    cfg = Setting(name, source, device, values, changed, set_by_parameter, hardware)
     global _last
     _last = cfg
     if verbose:

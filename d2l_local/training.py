@@ -12,8 +12,10 @@ same numerics as `d2l.train_ch6` (Xavier init, plain SGD). What changes:
   counts it (CUDA events, no per-step sync) and, beside it, end to end;
 - a tqdm progress bar (off with `progress=False` or `D2L_PROGRESS=0`);
 - keyword-only options: momentum and weight decay, the precision (`"fp32"`,
-  the book's, by default; `"bf16"` autocast on a CPU or a CUDA GPU; `"auto"`:
-  bf16 where the hardware computes it natively, see `device.native_bf16`),
+  the book's; `"bf16"` autocast on a CPU or a CUDA GPU; `"auto"`: bf16 where
+  the hardware computes it natively, see `device.native_bf16`; by default the
+  chosen setting's, which is "auto" unless its table says otherwise, and
+  fp32 when no setting was chosen, as in the book),
   channels-last memory format (by default on with bf16, off with fp32) and
   `torch.compile`. The defaults change nothing; bf16 changes the numerics,
   `momentum`/`weight_decay` the recipe. The precision and memory format are
@@ -131,18 +133,19 @@ def _to_device(X: torch.Tensor, device: torch.device, channels_last: bool) -> to
 def train_ch6(net: nn.Module, train_iter, test_iter, num_epochs: int, lr: float, device, *,
               init_weights: bool = True, momentum: float = 0.0, weight_decay: float = 0.0,
               animate: bool | None = None, progress: bool | None = None, verbose: bool = True,
-              precision: str = "fp32", channels_last: bool | None = None, bf16: bool = False,
+              precision: str | None = None, channels_last: bool | None = None, bf16: bool = False,
               compile: bool = False, checkpoint: str | os.PathLike | None = None) -> History:
     """Train a model with a GPU (`d2l.train_ch6`); returns a `History`.
 
     animate: None shows the live plot in a notebook only; the figure is in `History.figure`.
     checkpoint: a file; the run is saved there after every epoch, and resumed from it if it
     exists (delete the file to start again).
-    precision: "fp32" (the book's), "bf16" (autocast) or "auto" (bf16 where native); `bf16=True`
-    is the same as precision="bf16". channels_last: None follows the precision (on with bf16).
+    precision: "fp32" (the book's), "bf16" (autocast) or "auto" (bf16 where native); None: the
+    chosen setting's (`choose_setting`), else "fp32". `bf16=True` is the same as precision="bf16".
+    channels_last: None follows the precision (on with bf16).
     """
     device = torch.device(device)
-    precision = resolve_precision("bf16" if bf16 else precision, device)
+    precision = run_precision("bf16" if bf16 else precision, device)
     if precision == "bf16" and device.type not in ("cpu", "cuda"):
         raise ValueError(f"bf16 autocast runs on a CPU or a CUDA GPU, not on {device}; "
                          "use precision='fp32'")
@@ -168,7 +171,7 @@ def train_ch6(net: nn.Module, train_iter, test_iter, num_epochs: int, lr: float,
     shape = batch_shape(train_iter)
     if shape is not None:
         _check_long_run(net, shape, train_iter, test_iter, num_epochs - (saved or {}).get("epoch", 0),
-                        device)
+                        device, precision)
         if device.type in ("cpu", "mps"):  # unified memory; CUDA: caught below when it runs out
             _check_host_memory(net, shape, device)
     optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum,
@@ -303,19 +306,33 @@ def _resume(saved: dict, net, optimizer, history: History, step_timer: StepTimer
     return saved["epoch"]
 
 
+def run_precision(precision: str | None, device) -> str:
+    """'fp32' or 'bf16' for a run: as given ('auto' resolved for the device), else (None) the chosen
+    setting's, else 'fp32' (the book's) when no setting was chosen."""
+    if precision is None:
+        chosen = settings.last_chosen()
+        return chosen.precision if chosen is not None else "fp32"
+    return resolve_precision(precision, device)
+
+
 def estimate_train_seconds(net: nn.Module, input_shape, device, *, num_train: int,
-                           num_test: int, num_epochs: int, steps: int = 2) -> float:
+                           num_test: int, num_epochs: int, steps: int = 2,
+                           precision: str | None = None) -> float:
     """Seconds a run of `num_epochs` over `num_train`/`num_test` examples would take here.
 
     Times `steps` real training steps (and as many evaluation batches) of a
     copy of `net` on a synthetic batch of `input_shape` (batch, C, H, W),
-    after one warm-up step; the net and the global RNG are left untouched.
+    after one warm-up step, in the run's precision (see `run_precision`: bf16 autocast and
+    channels_last, or fp32); the net and the global RNG are left untouched.
     """
     device = torch.device(device)
     batch = input_shape[0]
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        model = copy.deepcopy(net).to(device)
-        X = torch.rand(*input_shape, device=device)
+    bf16 = run_precision(precision, device) == "bf16"
+    fmt = torch.channels_last if bf16 and len(input_shape) == 4 else torch.contiguous_format
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
+            torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        model = copy.deepcopy(net).to(device, memory_format=fmt)
+        X = torch.rand(*input_shape, device=device).contiguous(memory_format=fmt)
         y = torch.randint(0, 10, (batch,), device=device)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
         loss = nn.CrossEntropyLoss()
@@ -376,7 +393,8 @@ def long_run_allowed() -> bool:
     return os.environ.get(ALLOW_LONG_ENV, "").lower() in ("1", "true", "yes", "on")
 
 
-def _check_long_run(net, shape, train_iter, test_iter, num_epochs: int, device) -> None:
+def _check_long_run(net, shape, train_iter, test_iter, num_epochs: int, device,
+                    precision: str = "fp32") -> None:
     """The `full` setting without a CUDA GPU: estimate first, stop if it is long and not asked for."""
     cfg = settings.last_chosen()
     if cfg is None or cfg.name != "full" or device.type == "cuda" or num_epochs < 1:
@@ -385,6 +403,7 @@ def _check_long_run(net, shape, train_iter, test_iter, num_epochs: int, device) 
         return
     probe = (min(shape[0], 16), *shape[1:])  # seconds, not minutes, on a CPU; time scales with batch
     seconds = estimate_train_seconds(net, probe, device, steps=1, num_epochs=num_epochs,
+                                     precision=precision,
                                      num_train=_num_examples(train_iter, shape[0]),
                                      num_test=_num_examples(test_iter, shape[0]))
     if seconds <= LONG_MINUTES * 60:

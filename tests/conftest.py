@@ -43,3 +43,12 @@ def book_cwd(tmp_path, monkeypatch):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _no_chosen_setting(monkeypatch):
+    """Each test starts with no setting chosen (train_ch6 then uses the book's fp32), whatever an
+    earlier test in the same worker chose."""
+    from d2l_local import settings
+
+    monkeypatch.setattr(settings, "_last", None)

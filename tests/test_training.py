@@ -50,6 +50,8 @@ def test_train_ch6_matches_the_book(d2l, fmnist):
     assert book_result is None  # the book's returns nothing
     assert lines[:2] == book_lines[:2]  # 'training on cpu', 'loss ..., train acc ..., test acc ...'
     assert re.fullmatch(r"\d+\.\d examples/sec on cpu", lines[2])
+    assert lines[3] == "precision: fp32, NCHW" and len(lines) == 4  # no setting chosen: the book's
+    assert (history.precision, history.memory_format) == ("fp32", "NCHW")
     for p_book, p_ours in zip(book_net.state_dict().values(), net.state_dict().values()):
         torch.testing.assert_close(p_ours, p_book, rtol=1e-5, atol=1e-6)
     assert lines[1] == (f"loss {history.train_loss:.3f}, train acc {history.train_acc:.3f}, "
@@ -88,12 +90,12 @@ def test_continue_training_without_reinitialising(fmnist):
     assert restarted.train_loss > more.train_loss
 
 
-def test_options_are_keyword_only_and_bf16_needs_cuda(fmnist):
+def test_options_are_keyword_only_and_precision_is_checked(fmnist):
     train_iter, test_iter = _mini_loaders(fmnist, 64, 64, 64)
     with pytest.raises(TypeError):
         d2l_local.train_ch6(_small_net(), train_iter, test_iter, 1, 0.1, "cpu", False)
-    with pytest.raises(ValueError, match="CUDA"):
-        d2l_local.train_ch6(_small_net(), train_iter, test_iter, 1, 0.1, "cpu", bf16=True)
+    with pytest.raises(ValueError, match="choose one of auto, fp32, bf16"):
+        d2l_local.train_ch6(_small_net(), train_iter, test_iter, 1, 0.1, "cpu", precision="fp16")
 
 
 def test_channels_last_gives_the_same_training(fmnist):
