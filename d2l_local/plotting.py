@@ -22,16 +22,19 @@ _LABELS: dict = {}  # title and ylabel for the Animators made inside `plot_label
 
 
 @contextlib.contextmanager
-def plot_labels(*, title: str | None = None, ylabel: str | None = None):
+def plot_labels(*, title: str | None = None, ylabel: str | None = None,
+                figsize: tuple | None = None):
     """Give the live plots made inside this block (e.g. by `train_ch6`) a title and a y label:
 
         with plot_labels(title="setting 'quick' on cpu, SGD lr 0.01, momentum 0.9"):
             history = train_ch6(...)
 
     The book's `train_ch6` draws its plot without either; this names the run on the figure.
+    `figsize` (inches) replaces the book's small default (3.5 x 2.5).
     """
     old = dict(_LABELS)
-    _LABELS.update({k: v for k, v in dict(title=title, ylabel=ylabel).items() if v is not None})
+    _LABELS.update({k: v for k, v in dict(title=title, ylabel=ylabel, figsize=figsize).items()
+                    if v is not None})
     try:
         yield
     finally:
@@ -70,7 +73,7 @@ class Animator:
                  nrows=1, ncols=1, figsize=(3.5, 2.5), *, display: bool | None = None) -> None:
         legend = legend or []
         ylabel = ylabel or _LABELS.get("ylabel")
-        self.fig = Figure(figsize=figsize)
+        self.fig = Figure(figsize=_LABELS.get("figsize", figsize))
         axes = self.fig.subplots(nrows, ncols)
         self.axes = [axes] if nrows * ncols == 1 else list(axes.flat)
         title = _LABELS.get("title")
