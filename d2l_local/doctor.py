@@ -119,6 +119,29 @@ def check_device() -> tuple[Check, Check]:
                       "needs about 2 GiB free at batch 128")
 
 
+def check_precision() -> Check:
+    """Which precision the settings choose here: bf16 where the processor computes it natively."""
+    import torch
+
+    from d2l_local.device import native_bf16, try_gpu
+
+    device = try_gpu()
+    if device.type == "cuda":
+        native = native_bf16(device)
+        what = "bf16 on the GPU's tensor cores" if native else "no bf16 on this GPU"
+    elif device.type == "cpu":
+        amx, avx = torch.cpu._is_amx_tile_supported(), torch.cpu._is_avx512_bf16_supported()
+        native = amx or avx
+        what = ("native bf16: " + " and ".join(n for n, has in (("Intel AMX", amx), ("AVX-512 BF16", avx))
+                                                if has)) if native else \
+            "no native bf16 (no AMX, no AVX-512 BF16): bf16 would be emulated, slower than fp32"
+    else:
+        native, what = False, f"{device}: the course trains in fp32 there"
+    chosen = "bf16 autocast + channels_last" if native else "fp32"
+    return Check("precision", True, f"{what}; the settings choose {chosen} (precision='fp32' gives "
+                 "the book's numerics)")
+
+
 def _available() -> int | None:
     try:
         import psutil
@@ -193,7 +216,7 @@ def check_lab_settings() -> Check:
 def run_checks() -> list[Check]:
     checks = [check_python(), check_packages(), check_versions(), check_torch()]
     if checks[-1].ok:
-        checks += [*check_device()]
+        checks += [*check_device(), check_precision()]
     checks += [check_data(), check_kernel(), check_lab_settings()]
     return checks
 

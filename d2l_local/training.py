@@ -76,6 +76,7 @@ class History:
     compute_seconds: float = 0.0   # inside training steps (the book's timer)
     eval_seconds: float = 0.0      # evaluating on test_iter, all epochs
     wall_seconds: float = 0.0      # the whole call: data, steps, evaluation, plotting
+    curve: dict = field(default_factory=dict, repr=False)  # the live plot's points: X, Y per line
     figure: object = field(default=None, repr=False)
 
     @property
@@ -255,6 +256,7 @@ def train_ch6(net: nn.Module, train_iter, test_iter, num_epochs: int, lr: float,
     history.compute_seconds = step_timer.total()
     history.wall_seconds = time.perf_counter() - start
     history.figure = animator.fig
+    history.curve = dict(X=animator.X, Y=animator.Y)
     if verbose:
         print(f"loss {train_l:.3f}, train acc {train_acc:.3f}, test acc {test_acc:.3f}")
         print(f"{history.examples_per_sec:.1f} examples/sec on {device}")

@@ -5,8 +5,11 @@ own, a free localhost port, a token), with the kernels in the `smoke` setting,
 and drives Debian's `chromium` with Playwright. For each chapter notebook it
 checks that every cell ran and none shows an error, that the training plot is
 one figure updated in place (not a pile of frames), that the tqdm bar renders,
-and that JupyterLab opened without a news pop-up or other prompt. Screenshots
-go to build/browser/ (or $D2L_BROWSER_OUT).
+and that JupyterLab opened without a news pop-up or other prompt. The kernels
+have a student's environment (no $D2L_RESULTS_DIR), and at the end the test
+checks that running the notebooks changed no tracked file and added no
+untracked one (`git status --porcelain`): a student's runs go to the ignored
+`runs/`. Screenshots go to build/browser/ (or $D2L_BROWSER_OUT).
 
 Runs only when asked for (`make browser`, which installs chromium, or
 D2L_BROWSER=1): it needs /usr/bin/chromium and takes a few minutes.
@@ -27,7 +30,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
 CHAPTER = ["01_learning_representations", "02_alexnet_architecture", "03_reading_the_data",
-           "04_one_training_step", "05_training_alexnet"]
+           "04_one_training_step", "05_training_alexnet", "06_ex1_more_epochs"]
 OUT = Path(os.environ.get("D2L_BROWSER_OUT", ROOT / "build" / "browser"))
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--no-first-run"]
@@ -36,6 +39,14 @@ START_S, OPEN_S, RUN_S = 120, 60, 240  # the time each step may take before the 
 pytestmark = pytest.mark.skipif(
     os.environ.get("D2L_BROWSER") != "1" or not CHROMIUM.exists(),
     reason="the browser test runs with `make browser` (needs /usr/bin/chromium, D2L_BROWSER=1)")
+
+
+GIT_STATUS_BEFORE: list[str] = []
+
+
+def _git_status() -> str:
+    return subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=ROOT,
+                          capture_output=True, text=True, check=True).stdout
 
 
 def _free_port() -> int:
@@ -58,11 +69,13 @@ def lab():
     tracker = settings.parent / "notebook-extension"
     tracker.mkdir(exist_ok=True)
     (tracker / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
-    env = {**os.environ, "D2L_SETTING": "smoke", "D2L_RESULTS_DIR": str(OUT / "results"),
+    env = {**os.environ, "D2L_SETTING": "smoke",
            "JUPYTERLAB_SETTINGS_DIR": str(OUT / "user-settings"),
            "JUPYTERLAB_WORKSPACES_DIR": str(OUT / "workspaces")}
-    for key in ("MPLBACKEND", "D2L_PROGRESS"):  # as on a student's machine: inline plots, a bar
+    # as on a student's machine: inline plots, a bar, results wherever d2l_local puts them
+    for key in ("MPLBACKEND", "D2L_PROGRESS", "D2L_RESULTS_DIR"):
         env.pop(key, None)
+    GIT_STATUS_BEFORE.append(_git_status())
     args = f"--no-browser --ServerApp.ip=127.0.0.1 --ServerApp.port={port} " \
            f"--ServerApp.port_retries=0 --IdentityProvider.token={token}"
     log = open(OUT / "lab.log", "w")
@@ -209,3 +222,9 @@ def _run_all(page, url, name):
         bar = " ".join(o["text"] for o in cell["outputs"])
         assert re.search(r"epoch \d+/\d+: 100%\|.*\| (\d+)/\1 ", bar), \
             f"{name}: no finished tqdm bar in the training cell's output: {bar[:300]!r}"
+
+
+def test_a_students_runs_change_no_tracked_file(lab):
+    """After Run All in every notebook above, with no $D2L_RESULTS_DIR: git sees no change."""
+    assert GIT_STATUS_BEFORE, "the lab fixture did not start"
+    assert _git_status() == GIT_STATUS_BEFORE[0]

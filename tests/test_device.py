@@ -71,8 +71,8 @@ def test_doctor_prints_a_line_per_check(capsys):
     code = doctor.main(["--json"])
     checks = json.loads(capsys.readouterr().out)
     names = [c["check"] for c in checks]
-    for name in ("python", "packages", "torch", "device", "memory", "data", "jupyter kernel",
-                 "lab settings"):
+    for name in ("python", "packages", "torch", "device", "memory", "precision", "data",
+                 "jupyter kernel", "lab settings"):
         assert name in names, names
     assert all(c["ok"] or c["fix"] for c in checks)  # every failed line says what to run
     assert code == (0 if all(c["ok"] for c in checks) else 1)
@@ -115,3 +115,19 @@ def test_doctor_spots_missing_packages(tmp_path):
     check = doctor.check_packages(req)
     assert not check.ok and check.fix == "run `make setup`"
     assert "no-such-package-d2l missing" in check.detail and "numpy" in check.detail
+
+
+def test_doctor_says_which_precision_the_processor_gets(monkeypatch):
+    import torch
+
+    from d2l_local import doctor
+
+    monkeypatch.setattr("d2l_local.device.try_gpu", lambda: torch.device("cpu"))
+    for amx, avx, says in [(True, False, "native bf16: Intel AMX;"),
+                           (False, True, "native bf16: AVX-512 BF16;"),
+                           (False, False, "no native bf16")]:
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda amx=amx: amx)
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda avx=avx: avx)
+        check = doctor.check_precision()
+        assert check.ok and says in check.detail, check.detail
+        assert ("bf16 autocast" in check.detail) == (amx or avx)

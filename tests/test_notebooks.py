@@ -122,3 +122,24 @@ def test_a_readers_run_changes_no_committed_file():
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     assert state() == before
     assert (ROOT / "build" / "run" / "smoke" / "09_ex4_compute_and_memory.ipynb").exists()
+
+
+def test_a_plain_kernels_run_changes_no_tracked_file(tmp_path, monkeypatch):
+    """A notebook run by a plain kernel (as JupyterLab, VS Code or papermill start it), with no
+    $D2L_RESULTS_DIR: its results go to the reader's git-ignored runs/, and git sees no change."""
+    import subprocess
+    import time
+
+    from d2l_local.results import READER_RUNS
+
+    def status():
+        return subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=ROOT,
+                              capture_output=True, text=True, check=True).stdout
+
+    monkeypatch.delenv("D2L_RESULTS_DIR", raising=False)
+    monkeypatch.setenv("D2L_SETTING", "smoke")
+    before, start = status(), time.time()
+    _execute(ROOT / "notebooks" / "02_alexnet_architecture.ipynb", tmp_path)
+    assert status() == before
+    picture = READER_RUNS / "architecture.png"
+    assert picture.exists() and picture.stat().st_mtime >= start - 1

@@ -220,11 +220,29 @@ def alexnet_extras(net, history, cfg, seed, device, start, save_filters: bool) -
                 num_train=60000, num_test=len(labels), filters_file=filters_file.name)
 
 
+def add_curve(run: str) -> None:
+    """Copy the live plot's points (within epochs) from a run's kept checkpoint into its results file."""
+    import json
+
+    from d2l_local import checkpoint as ckpt
+
+    path, saved = results_path(run), ckpt.load(checkpoint_path(run))
+    record = json.loads(path.read_text())
+    if saved["epoch"] != len(record["epochs"]):
+        sys.exit(f"{checkpoint_path(run).name} has {saved['epoch']} epochs, "
+                 f"{path.name} {len(record['epochs'])}")
+    record["curve"] = dict(X=saved["plot"]["X"], Y=saved["plot"]["Y"])
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    print(f"{run}: the curve's {sum(map(len, record['curve']['X']))} points -> {path.name}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="*", help="run names (see --list), or 'all' for the missing ones")
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--force", action="store_true", help="run even if the results file exists")
+    ap.add_argument("--add-curve", action="store_true",
+                    help="copy the within-epoch curve from each run's kept checkpoint into its results file")
     ap.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
                     help="auto (default): bf16 where the hardware computes it natively, else fp32")
     ap.add_argument("--table", action="store_true", help="print the README's table of the results")
@@ -248,6 +266,10 @@ def main() -> int:
     unknown = [r for r in runs if r not in all_runs()]
     if unknown:
         sys.exit(f"unknown run(s) {unknown}; --list shows them")
+    if args.add_curve:
+        for run in runs:
+            add_curve(run)
+        return 0
     print(f"{torch.get_num_threads()} threads on {try_gpu()}")
     for run in runs:
         if results_path(run).exists() and not args.force:
