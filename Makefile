@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 D2L    := d2l==1.0.3
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data test lint unit notebooks run bench lab clean student doctor browser
+.PHONY: help setup data test lint unit notebooks run bench lab clean student doctor browser site
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -72,8 +72,14 @@ $(CHROMIUM):
 	@if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
 	 else echo "the browser test needs Debian's chromium: run 'sudo apt-get install chromium'"; exit 1; fi
 
-browser: setup data $(CHROMIUM)  ## run the chapter's notebooks in JupyterLab in headless Chromium
-	D2L_BROWSER=1 timeout 900 $(PY) -m pytest tests/test_browser.py -p no:cacheprovider -v
+browser: setup data $(CHROMIUM)  ## run the chapter's notebooks in JupyterLab, and open the site, in headless Chromium
+	D2L_BROWSER=1 timeout 900 $(PY) -m pytest tests/test_browser.py tests/test_site.py -p no:cacheprovider -v
+
+# Sphinx + MyST-NB (site/conf.py): the README as the front page, then every notebook in reading order,
+# with the outputs it was committed with (nothing is executed); no network needed to read it
+site: setup  ## build the course's website from the committed notebooks: open build/site/index.html
+	$(PY) -m sphinx -b html -q -c site . build/site
+	@echo "the site is in build/site: open build/site/index.html in a browser"
 
 clean:  ## remove the environment, executed copies and caches (keeps data/)
 	rm -rf $(VENV) build .pytest_cache .ruff_cache
