@@ -73,11 +73,14 @@ def synchronize(device: torch.device | str) -> None:
         torch.mps.synchronize()
 
 
-def matmul_gflops(device: torch.device | str, n: int | None = None, repeats: int = 3) -> float:
-    """Measured fp32 rate of an n x n matrix product (2 n^3 FLOP), the machine's reference speed."""
+def matmul_gflops(device: torch.device | str, n: int | None = None, repeats: int = 3,
+                  dtype: torch.dtype = torch.float32) -> float:
+    """Measured rate of an n x n matrix product (2 n^3 FLOP), the machine's reference speed;
+    fp32 by default, `dtype=torch.bfloat16` for the bf16 rate."""
     device = torch.device(device)
     n = n or (8192 if device.type == "cuda" else 4096)  # large enough to keep the device busy
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
     a @ b  # warm-up
     synchronize(device)
     start = time.perf_counter()
@@ -85,6 +88,19 @@ def matmul_gflops(device: torch.device | str, n: int | None = None, repeats: int
         a @ b
     synchronize(device)
     return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def cpu_model() -> str:
+    """The processor's name (/proc/cpuinfo on Linux; platform.processor() elsewhere)."""
+    import platform
+    from pathlib import Path
+
+    info = Path("/proc/cpuinfo")
+    if info.exists():
+        for line in info.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
 
 
 # ------------------------------------------------ the precision the hardware computes natively

@@ -1,19 +1,22 @@
-"""`make bench`: the d2l pipeline, d2l_local's default path and the compute ceiling, on one machine.
+"""`make bench`: what the hardware can do, and how close the course's default path comes to it.
 
 For each model (the book's AlexNet at 224x224, the 28x28 net of exercise 2) it times
-  (a) the `d2l` package's own pipeline: `d2l.load_data_fashion_mnist` + `d2l.train_ch6`;
-  (b) d2l_local's default path: `load_data_fashion_mnist_fast` + `d2l_local.train_ch6`;
-  (c) the compute ceiling: the same model's training step on a synthetic batch already on the
-      device (no data, no metrics, no evaluation);
-and a large fp32 matrix multiply as the machine's reference rate. It prints examples/sec end to
-end (loader construction, data, steps, metrics, evaluation, plotting) and compute-only (the
-book's count: inside the training steps), the ratios b/a and b/c, and the FLOP/s achieved
-(6 x multiply-adds per training example: forward 1x, backward 2x) against the matmul rate.
-Results go to results/bench-<device>.json with the device and versions.
+  (a) the `d2l` package's own pipeline: `d2l.load_data_fashion_mnist` + `d2l.train_ch6` (fp32);
+  (b) d2l_local's default path: `load_data_fashion_mnist_fast` + `d2l_local.train_ch6` in the
+      precision the settings choose here (bf16 autocast + channels_last where the processor or GPU
+      computes bf16 natively, fp32 elsewhere), and (b32) the same path in fp32;
+  (c) compute ceilings: the model's training step on a synthetic batch already on the device
+      (no data, no metrics, no evaluation) in fp32, in bf16 (autocast + channels_last), and in bf16
+      through `torch.compile` (its CPU backend generates C++; skipped with --no-compile);
+and large matrix products in fp32 and bf16 as the machine's reference rates. It prints
+examples/sec end to end (loader construction, data, steps, metrics, evaluation) and
+compute-only (the book's count), the ratios b/a and b/(best ceiling), the share of the bf16
+matrix rate the training step achieves (6 x multiply-adds per training example: forward 1x,
+backward 2x), and, for AlexNet, the time of each layer's forward and backward in the default
+precision with its rate against the matrix rate: which layers hold the step below it.
 
-On a CPU it runs a few steps per epoch (about 5 minutes on 2 cores); on a GPU, full epochs
-of the book's settings, plus the book's full 10-epoch AlexNet run through path (b) with
-channels_last and bf16 autocast (the only numerics-changing option, said so in the output).
+Results go to results/bench-<device>.json, one entry per processor (or GPU) it was run on.
+On a CPU it runs a few steps per epoch (about 10 minutes on 2 cores); on a GPU, full epochs.
 """
 
 from __future__ import annotations
@@ -36,8 +39,15 @@ from torch import nn
 
 import d2l_local
 from d2l_local import models
-from d2l_local.analysis import layer_table
-from d2l_local.device import device_name, matmul_gflops, synchronize
+from d2l_local.analysis import layer_table, macs
+from d2l_local.device import (
+    cpu_model,
+    device_name,
+    matmul_gflops,
+    native_bf16,
+    resolve_precision,
+    synchronize,
+)
 from d2l_local.results import results_dir, versions
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -108,28 +118,77 @@ def run_local(spec, cfg, device, **options) -> dict:
                 test_acc=h.test_acc)
 
 
-def run_ceiling(spec, cfg, device, steps: int) -> dict:
+def _step_fn(spec, cfg, device, precision: str, compile: bool = False):
+    """One training step on a synthetic batch on the device, in `precision`, maybe compiled."""
     torch.manual_seed(0)
-    net = spec["build"]().to(device)
+    bf16 = precision == "bf16"
+    fmt = torch.channels_last if bf16 else torch.contiguous_format
+    net = spec["build"]().to(device, memory_format=fmt)
+    model = torch.compile(net) if compile else net
     size = spec["resize"] or 28
-    X = torch.rand(cfg["batch_size"], 1, size, size, device=device)
+    X = torch.rand(cfg["batch_size"], 1, size, size, device=device).contiguous(memory_format=fmt)
     y = torch.randint(0, 10, (cfg["batch_size"],), device=device)
     optimizer = torch.optim.SGD(net.parameters(), lr=spec["lr"])
     loss = nn.CrossEntropyLoss()
 
     def step():
         optimizer.zero_grad()
-        loss(net(X), y).backward()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            l = loss(model(X), y)
+        l.backward()
         optimizer.step()
 
-    step()  # warm-up: kernels chosen, memory allocated
+    return step
+
+
+def run_ceiling(spec, cfg, device, steps: int, precision: str = "fp32", compile: bool = False) -> dict:
+    start = time.perf_counter()
+    step = _step_fn(spec, cfg, device, precision, compile)
+    step()  # warm-up: kernels chosen (compiled), memory allocated
+    step()
     synchronize(device)
+    warm_up = time.perf_counter() - start
     start = time.perf_counter()
     for _ in range(steps):
         step()
     synchronize(device)
     seconds = time.perf_counter() - start
-    return dict(compute_only=steps * cfg["batch_size"] / seconds, seconds=seconds)
+    return dict(compute_only=steps * cfg["batch_size"] / seconds, seconds=seconds,
+                warm_up_seconds=warm_up, precision=precision, compiled=compile)
+
+
+def layer_times(spec, device, batch: int, precision: str, repeats: int = 3) -> list[dict]:
+    """Each layer's forward + backward on its real input (a batch of `batch`), timed alone."""
+    torch.manual_seed(0)
+    bf16 = precision == "bf16"
+    fmt = torch.channels_last if bf16 else torch.contiguous_format
+    net = spec["build"]().to(device, memory_format=fmt).train()
+    size = spec["resize"] or 28
+    h = torch.rand(batch, 1, size, size, device=device).contiguous(memory_format=fmt)
+    rows = []
+    for i, layer in enumerate(net):
+        x = h.detach().requires_grad_(i > 0)  # conv1 needs no gradient of its input
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = layer(x)
+        grad = torch.ones_like(out)
+
+        def fwd_bwd(layer=layer, x=x, grad=grad):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                o = layer(x)
+            o.backward(grad)
+
+        fwd_bwd()
+        synchronize(device)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            fwd_bwd()
+        synchronize(device)
+        seconds = (time.perf_counter() - start) / repeats
+        layer_macs = macs(layer, out.detach().float()) * batch
+        rows.append(dict(index=i, layer=type(layer).__name__, ms=1e3 * seconds,
+                         gflops=6 * layer_macs / seconds / 1e9 if layer_macs else None))
+        h = out.detach()
+    return rows
 
 
 SPECS = {
@@ -147,78 +206,129 @@ def plan(device: torch.device, quick: bool) -> dict:
             "net_28x28": dict(batch_size=128, train_batches=40, test_batches=2, num_epochs=2)}
 
 
+def processor() -> str:
+    """The processor's name and its bf16 support, the key of its entry in results/bench-cpu.json."""
+    amx, avx = torch.cpu._is_amx_tile_supported(), torch.cpu._is_avx512_bf16_supported()
+    flags = "AMX + AVX-512 BF16" if amx and avx else "AMX" if amx else "AVX-512 BF16" if avx else \
+        "no native bf16"
+    return f"{cpu_model()} ({os.cpu_count()} cores, {flags})"
+
+
+def bench_model(name, spec, cfg, device, precision, gemm, gemm_bf16, compile: bool) -> dict:
+    size = spec["resize"] or 28
+    macs_per_example = sum(r["macs"] for r in layer_table(spec["build"](), (1, 1, size, size)))
+    steps = 3 * (cfg["train_batches"] or 100)
+    flops = 6 * macs_per_example
+    run_ceiling(spec, cfg, device, 1)  # warm-up shared by the runs
+    a = run_d2l(spec, cfg, device)
+    b = run_local(spec, cfg, device, precision=precision)
+    b32 = run_local(spec, cfg, device, precision="fp32") if precision != "fp32" else b
+    ceilings = {"fp32": run_ceiling(spec, cfg, device, steps, "fp32")}
+    if precision == "bf16" or native_bf16(device):
+        ceilings["bf16"] = run_ceiling(spec, cfg, device, steps, "bf16")
+        if compile:
+            try:
+                ceilings["bf16 compiled"] = run_ceiling(spec, cfg, device, steps, "bf16", compile=True)
+            except Exception as e:  # no compiler, an unsupported op: say so, keep the rest
+                print(f"  torch.compile failed here ({type(e).__name__}: {str(e)[:200]}); skipped")
+    best_name = max(ceilings, key=lambda k: ceilings[k]["compute_only"])
+    best = ceilings[best_name]["compute_only"]
+    entry = dict(plan=cfg, macs_per_example=macs_per_example, default_precision=precision,
+                 d2l=a, local=b, local_fp32=b32, ceilings=ceilings, best_ceiling=best_name,
+                 ratio_local_over_d2l=b["end_to_end"] / a["end_to_end"],
+                 ratio_local_over_best_ceiling=b["end_to_end"] / best,
+                 ratio_local_training_loop_over_best_ceiling=b["training_loop"] / best,
+                 ratio_local_fp32_over_d2l=b32["end_to_end"] / a["end_to_end"],
+                 achieved_gflops=flops * b["compute_only"] / 1e9,
+                 share_of_fp32_matmul=flops * b["compute_only"] / 1e9 / gemm,
+                 share_of_bf16_matmul=(flops * b["compute_only"] / 1e9 / gemm_bf16) if gemm_bf16 else None,
+                 ceiling_share_of_matmul={k: flops * c["compute_only"] / 1e9 / (gemm_bf16 if "bf16" in k
+                                                                              else gemm)
+                                          for k, c in ceilings.items()})
+    print(f"\n{name} ({cfg['batch_size']}/batch, {macs_per_example / 1e9:.3f} G multiply-adds/example); "
+          f"default precision here: {precision}")
+    print(f"  (a)   d2l pipeline, fp32       {a['end_to_end']:8.1f} ex/s end to end, "
+          f"{a['compute_only']:8.1f} compute-only")
+    print(f"  (b)   d2l_local, {precision:<4}          {b['end_to_end']:8.1f} ex/s end to end, "
+          f"{b['compute_only']:8.1f} compute-only, {b['training_loop']:8.1f} without its evaluation")
+    if b32 is not b:
+        print(f"  (b32) d2l_local, fp32          {b32['end_to_end']:8.1f} ex/s end to end, "
+              f"{b32['compute_only']:8.1f} compute-only")
+    for k, c in ceilings.items():
+        rate = gemm_bf16 if "bf16" in k else gemm
+        gflops = flops * c["compute_only"] / 1e9
+        print(f"  (c)   ceiling, {k:<15} {c['compute_only']:8.1f} ex/s = {gflops:7.1f} GFLOP/s, "
+              f"{gflops / rate:.2f} of the {'bf16' if 'bf16' in k else 'fp32'} matmul rate "
+              f"(warm-up {c['warm_up_seconds']:.0f} s)")
+    print(f"  b/a = {entry['ratio_local_over_d2l']:.2f}   b/(best ceiling: {best_name}) = "
+          f"{entry['ratio_local_over_best_ceiling']:.2f}   (b without evaluation)/(best ceiling) = "
+          f"{entry['ratio_local_training_loop_over_best_ceiling']:.2f}")
+    share = entry["share_of_bf16_matmul"]
+    print(f"  the default path's training step: {entry['achieved_gflops']:.1f} GFLOP/s = "
+          f"{entry['share_of_fp32_matmul']:.2f} of the fp32 matmul rate"
+          + (f", {share:.2f} of the bf16 matmul rate" if share else ""))
+    if name == "alexnet":
+        rows = layer_times(spec, device, cfg["batch_size"], precision)
+        total = sum(r["ms"] for r in rows)
+        rate = gemm_bf16 if precision == "bf16" else gemm
+        print(f"  per layer, forward + backward alone, batch {cfg['batch_size']}, {precision} "
+              f"(sum {total:.0f} ms):")
+        for r in rows:
+            if r["ms"] >= 0.01 * total:
+                speed = f"{r['gflops']:7.1f} GFLOP/s = {r['gflops'] / rate:.2f} of matmul" \
+                    if r["gflops"] else ""
+                print(f"    {r['index']:2d} {r['layer']:<10} {r['ms']:8.1f} ms  {r['ms'] / total:5.1%}  "
+                      f"{speed}")
+        entry["layers"] = rows
+    return entry
+
+
+def read_entries(path: Path) -> dict:
+    """The file's entries by processor; a file of the older one-entry format becomes one entry."""
+    if not path.exists():
+        return {}
+    old = json.loads(path.read_text())
+    if "processors" in old:
+        return old["processors"]
+    return {old.get("processor", f"a processor not recorded by name (measured {old['date'][:10]})"): old}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default=None, help="default: try_gpu()")
     ap.add_argument("--models", nargs="*", default=list(SPECS), choices=list(SPECS))
     ap.add_argument("--quick", action="store_true", help="CPU-sized runs even on a GPU")
+    ap.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                    help="the default path's precision (auto: what the settings choose here)")
+    ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile ceiling")
     args = ap.parse_args()
     # a maintainer's tool: it refreshes the course's committed results/ unless told otherwise
     os.environ.setdefault("D2L_RESULTS_DIR", str(Path(__file__).resolve().parent.parent / "results"))
     device = torch.device(args.device) if args.device else d2l_local.try_gpu()
+    precision = resolve_precision(args.precision, device)
     gemm = matmul_gflops(device)
-    print(f"device {device} ({device_name(device)}), {torch.get_num_threads()} CPU threads, "
-          f"torch {torch.__version__}; fp32 matmul: {gemm:.1f} GFLOP/s")
-    record = dict(device=str(device), device_name=device_name(device), versions=versions(),
+    gemm_bf16 = matmul_gflops(device, dtype=torch.bfloat16) if device.type in ("cpu", "cuda") else None
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else processor()
+    print(f"device {device}: {where}; {torch.get_num_threads()} CPU threads, torch {torch.__version__}")
+    print(f"matmul: fp32 {gemm:.1f} GFLOP/s" + (f", bf16 {gemm_bf16:.1f} GFLOP/s "
+                                                  f"({gemm_bf16 / gemm:.1f}x)" if gemm_bf16 else ""))
+    record = dict(device=str(device), device_name=device_name(device), processor=where,
+                  native_bf16=native_bf16(device), versions=versions(),
                   cpu_threads=torch.get_num_threads(), cpu_count=os.cpu_count(),
                   date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                  gemm_gflops=gemm, models={},
+                  gemm_gflops=gemm, gemm_bf16_gflops=gemm_bf16, models={},
                   # on CUDA, cuDNN convolutions may use TF32 while the matmul rate above is strict fp32
                   cudnn_allow_tf32=torch.backends.cudnn.allow_tf32,
                   matmul_allow_tf32=torch.backends.cuda.matmul.allow_tf32)
     for name in args.models:
-        spec, cfg = SPECS[name], plan(device, args.quick)[name]
-        size = spec["resize"] or 28
-        macs = sum(r["macs"] for r in layer_table(spec["build"](), (1, 1, size, size)))
-        steps = 3 * (cfg["train_batches"] or 100)
-        run_ceiling(spec, cfg, device, 2)  # warm-up shared by all three runs
-        a = run_d2l(spec, cfg, device)
-        b = run_local(spec, cfg, device)
-        b_cl = run_local(spec, cfg, device, channels_last=True)  # an option, same numerics up to rounding
-        c = run_ceiling(spec, cfg, device, steps)
-        achieved = 6 * macs * b["compute_only"] / 1e9
-        entry = dict(plan=cfg, macs_per_example=macs,
-                     d2l_end_to_end_examples_per_s=a["end_to_end"],
-                     d2l_compute_only_examples_per_s=a["compute_only"],
-                     local_end_to_end_examples_per_s=b["end_to_end"],
-                     local_compute_only_examples_per_s=b["compute_only"],
-                     compute_ceiling_examples_per_s=c["compute_only"],
-                     ratio_local_over_d2l=b["end_to_end"] / a["end_to_end"],
-                     ratio_local_over_ceiling=b["end_to_end"] / c["compute_only"],
-                     # data + steps + metrics, without the evaluation the ceiling does not do
-                     local_training_loop_examples_per_s=b["training_loop"],
-                     ratio_local_training_loop_over_ceiling=b["training_loop"] / c["compute_only"],
-                     local_channels_last_end_to_end_examples_per_s=b_cl["end_to_end"],
-                     ratio_local_channels_last_over_d2l=b_cl["end_to_end"] / a["end_to_end"],
-                     gemm_gflops=gemm, achieved_gflops=achieved,
-                     ceiling_gflops=6 * macs * c["compute_only"] / 1e9,
-                     d2l=a, local=b, local_channels_last=b_cl, ceiling=c)
-        if device.type == "cuda" and name == "alexnet" and not args.quick:
-            # the book's full run (10 epochs, all data) through (b), with the fast options on
-            book = dict(cfg, num_epochs=10)
-            entry["local_full_10_epochs"] = run_local(spec, book, device, channels_last=True, bf16=True)
-            entry["local_full_10_epochs"]["options"] = "channels_last=True, bf16=True"
-        record["models"][name] = entry
-        print(f"\n{name} ({cfg['batch_size']}/batch, {macs / 1e9:.3f} G multiply-adds/example)")
-        print(f"  (a) d2l pipeline      {a['end_to_end']:9.1f} ex/s end to end, "
-              f"{a['compute_only']:9.1f} compute-only")
-        print(f"  (b) d2l_local         {b['end_to_end']:9.1f} ex/s end to end, "
-              f"{b['compute_only']:9.1f} compute-only")
-        print(f"      training loop     {b['training_loop']:9.1f} ex/s (b without its evaluation)")
-        print(f"  (b') channels_last    {b_cl['end_to_end']:9.1f} ex/s end to end, "
-              f"{b_cl['compute_only']:9.1f} compute-only")
-        print(f"  (c) compute ceiling   {c['compute_only']:9.1f} ex/s")
-        print(f"  b/a = {entry['ratio_local_over_d2l']:.2f}   b/c = {entry['ratio_local_over_ceiling']:.2f}"
-              f"   (training loop)/c = {entry['ratio_local_training_loop_over_ceiling']:.2f}"
-              f"   b'/a = {entry['ratio_local_channels_last_over_d2l']:.2f}")
-        print(f"  achieved {achieved:.1f} GFLOP/s = {achieved / gemm:.2f} x the fp32 matmul rate")
-        if "local_full_10_epochs" in entry:
-            f = entry["local_full_10_epochs"]
-            print(f"  full 10-epoch run through (b) with {f['options']}: {f['seconds']:.1f} s, "
-                  f"test acc {f['test_acc']:.3f}")
+        record["models"][name] = bench_model(name, SPECS[name], plan(device, args.quick)[name], device,
+                                             precision, gemm, gemm_bf16, not args.no_compile)
     path = results_dir() / f"bench-{device_name(device)}.json"
-    path.write_text(json.dumps(record, indent=1) + "\n")
-    print(f"\nwrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+    entries = read_entries(path)
+    entries[where] = record  # one entry per processor (or GPU): a run on another one is kept
+    path.write_text(json.dumps({"processors": entries}, indent=1) + "\n")
+    print(f"\nwrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path} "
+          f"(entries: {', '.join(entries)})")
     return 0
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from d2l_local import models
-from d2l_local.device import device_name, try_gpu
+from d2l_local.device import cpu_model, device_name, try_gpu
 from d2l_local.exercises import run_recipe
 from d2l_local.results import results_dir, save_results
 from d2l_local.settings import Setting
@@ -67,18 +67,6 @@ def all_runs() -> list[str]:
 def results_path(run: str):
     name, _ = run.split(".")
     return results_dir() / f"{RECIPES[name][0]}.{run}.full.{device_name(try_gpu())}.json"
-
-
-def cpu_model() -> str:
-    """The processor's name (/proc/cpuinfo on Linux; platform.processor() elsewhere)."""
-    import platform
-
-    info = Path("/proc/cpuinfo")
-    if info.exists():
-        for line in info.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 # ---- the README's table, made from the results files (tests/test_exercises.py keeps them in step) ----
