@@ -7,6 +7,13 @@ epochs and every random number generator the loop draws from (torch's CPU and
 CUDA (or mps) generators, Python's, NumPy's and the training data's own), so a resumed
 run ends with the same weights and metrics as one that was never stopped.
 
+`d2l_local.ddp` (training on several processes) writes and reads the same format: the same fields,
+its rank 0's generators under `rng`, and beside them what only it has (`rank_rngs`: every rank's
+generators; `sampler`: the seed and epoch that fix `DistributedSampler`'s order; `step_losses`;
+`world_size`). So train_ch6 continues a distributed run's file and the other way round; each
+refuses a file whose `config` (learning rate, momentum, weight decay, batches per epoch, precision,
+and DDP's own values where the file has them) differs from the run's.
+
 `atomic_write` (a temporary file in the same folder, then `os.replace`) is
 also what data preparation uses: a reader sees the old file or the new one,
 never half of one.

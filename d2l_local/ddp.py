@@ -192,7 +192,7 @@ def train(cfg: dict, *, seed: int = 0, precision: str = "fp32", checkpoint: str 
     precision: "fp32" (the book's), "bf16" (autocast, with channels_last) or "auto" (bf16 where the
     device computes it natively), as `train_ch6`. checkpoint: a file written after every epoch and
     resumed from when it exists. threads: CPU threads per rank (default: the cores / local ranks).
-    log_steps: rank 0 prints a line after every training step.
+    log_steps: rank 0 prints every rank's process id, then a line after every training step.
     """
     start = time.perf_counter()
     check_restartable()
@@ -314,9 +314,12 @@ def _train(cfg, rank, world, device, backend, *, seed=0, precision="fp32", check
     timer = StepTimer(device)
     timer.seconds = history.compute_seconds
     restarts = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+    pids = _gather(os.getpid(), world) if log_steps else None
     if verbose and rank == 0:
         print(f"training on {device}, {world} process(es)" + (f" ({backend})" if backend else ""),
               flush=True)
+        if pids:
+            print("process ids by rank: " + ", ".join(f"{r}: {pid}" for r, pid in enumerate(pids)))
         if saved is not None:
             print(f"resuming from {checkpoint}: {first_epoch} of {num_epochs} epochs done"
                   + (f" (torchrun restart {restarts})" if restarts else ""), flush=True)
@@ -616,7 +619,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="save the run here after every epoch; resume from it when it exists")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads per process "
                     "(default: the cores / the processes on this machine)")
-    ap.add_argument("--log-steps", action="store_true", help="rank 0 prints a line after every step")
+    ap.add_argument("--log-steps", action="store_true",
+                    help="rank 0 prints the ranks' process ids, then a line after every step")
     ap.add_argument("--results-dir", default=None,
                     help="default: $D2L_RESULTS_DIR, else runs/ (d2l_local.results.results_dir())")
     ap.add_argument("--run-name", default=None, help="added to the results file's name")

@@ -173,6 +173,8 @@ def test_a_lost_worker_resumes_to_the_unbroken_weights(runs, name):
     assert resumed["resumed_from_epoch"] == 1 and resumed["restarts"] >= 1
     assert "resuming from" in text and "1 of 2 epochs done" in text
     assert text.count(MID_EPOCH_2) == 2  # epoch 2 was started, lost, and run again
+    if name == "killed":  # the process killed was rank 1 (rank 0 prints the ranks' process ids)
+        assert "process ids by rank: 0: " in text and f", 1: {killed['pid']}\n" in text
     # the same global batches in the same order, the same dropout masks: the same bits (two
     # processes on one machine or two nodes: the same computation, one thread per rank)
     assert resumed["weights_digests"] == unbroken["weights_digests"]
