@@ -105,7 +105,8 @@ class Animator:
                 self.Y[i].append(b)
         self.axes[0].cla()
         for xs, ys, fmt in zip(self.X, self.Y, self.fmts):
-            self.axes[0].plot(xs, ys, fmt)
+            # a line of one point (a test accuracy after the first epoch) shows as a marker
+            self.axes[0].plot(xs, ys, fmt, marker="o" if len(xs) == 1 else None)
         self.config_axes()
         if self.display:
             self._show()
