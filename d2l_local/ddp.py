@@ -30,8 +30,9 @@ of a run that was never stopped. What is lost is the epoch in progress (redone) 
 (new processes, the rendezvous, reading the file). On several machines the file must be on storage
 that every machine reads (the ranks check that they all see the same epoch). Restarts need
 `TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1` in torchrun's environment (see `check_restartable`). The
-machine at HOST holds the rendezvous: lose another and the job goes on; lose that one and it ends
-(start the same commands again: they resume from the file).
+machine at HOST holds the rendezvous store: torchrun survives losing another machine (the others wait
+for it, or a replacement, to join again), not that one (started again, the same commands resume
+from the file).
 
 `python -m d2l_local.ddp launch ...` runs torchrun after checking what torchrun does not: torchrun's
 c10d rendezvous on a port that another program holds waits until its join timeout (600 s by
@@ -305,7 +306,9 @@ def _train(cfg, rank, world, device, backend, *, seed=0, precision="fp32", check
         for key, value in saved["history"].items():
             if key not in ("device", "precision", "memory_format"):
                 setattr(history, key, value)
-        step_losses, plot = list(saved.get("step_losses", [])), saved["plot"] or plot
+        step_losses = list(saved.get("step_losses", []))  # train_ch6 keeps none
+        if len((saved.get("plot") or {}).get("X") or []) == 3:  # train loss, train acc, test acc
+            plot = saved["plot"]
         rngs = saved.get("rank_rngs") or [saved["rng"]]
         if len(rngs) == world:  # the same ranks: each continues its own generators
             ckpt.set_rng_state(rngs[rank])

@@ -4,7 +4,7 @@ with the weights of a run that was never stopped.
 
 All launches start at once (module fixture), so that their start-up (importing torch, joining the
 rendezvous) overlaps. Each trains the book's AlexNet at 224x224 on a few images:
-- `smoke` (2 steps of a global batch of 4, no dropout): one process, two, two torchrun nodes;
+- `smoke` (2 steps of a global batch of 4, no dropout): one process and two;
 - `RESTART` (2 epochs of 4 steps, dropout 0.5, a checkpoint, one thread per rank): an unbroken
   2-process run; the same with rank 1 SIGKILLed by its pid mid-epoch 2; the same as two torchrun
   nodes, with the whole of node 1 (agent and worker) killed mid-epoch 2 and started again;
