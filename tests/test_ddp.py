@@ -279,3 +279,9 @@ def test_bad_launches_are_clear_errors(capsys, monkeypatch):
 def test_batch_must_split_over_the_ranks():
     with pytest.raises(ddp.DDPError, match="multiple of the number of processes"):
         ddp._train(dict(ddp.SETTINGS["smoke"]), 0, 3, torch.device("cpu"), "gloo")
+
+
+def test_an_unknown_precision_is_a_clear_error():
+    with pytest.raises(ValueError, match="choose one of auto, fp32, bf16"):
+        ddp._train(dict(ddp.SETTINGS["smoke"]), 0, 1, torch.device("cpu"), None, precision="fp16")
+
