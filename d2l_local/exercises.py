@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from d2l_local.data import load_data_fashion_mnist_fast
-from d2l_local.results import results_dir
+from d2l_local.results import committed_results_dir
 from d2l_local.training import History, train_ch6
 
 # Fashion-MNIST's training-set mean and standard deviation of the pixel values in [0, 1]
@@ -81,8 +81,9 @@ def run_recipe(build, *, batch_size: int, lr: float, num_epochs: int, device, se
 
 
 def load_results(pattern: str, root: Path | None = None) -> list[dict]:
-    """The results files matching `pattern` (e.g. '07_ex2_small_images.*.full.*.json'), sorted."""
-    root = Path(root) if root else results_dir()
+    """The results files matching `pattern` (e.g. '07_ex2_small_images.*.full.*.json'), sorted; by
+    default the course's committed ones (`results/`), whatever `$D2L_RESULTS_DIR` says."""
+    root = Path(root) if root else committed_results_dir()
     return [json.loads(p.read_text()) for p in sorted(root.glob(pattern))]
 
 
