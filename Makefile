@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 D2L    := d2l==1.0.3
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data test lint unit notebooks run bench lab clean student doctor browser site
+.PHONY: help setup data test lint unit notebooks run bench lab clean student doctor browser site handout grade formgrader
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -56,6 +56,23 @@ bench: setup data  ## time the d2l pipeline, ours and the compute ceiling; write
 
 student: setup  ## write the exercises' student copies (student/notebooks/) with nbgrader
 	$(VENV)/bin/nbgrader generate_assignment notebooks --no-db --force --log-level=WARN
+
+handout: student  ## the students' hand-out: build/handout/alexnet-exercises/ and its .tar.gz (no solutions)
+	$(PY) tools/handout.py
+
+# instructors (README, "For instructors"): nbgrader calls alembic, so .venv/bin goes on the PATH; the
+# notebooks are graded in the smoke setting (seconds per notebook, the tests do not depend on it)
+GRADE_ENV := PATH=$(CURDIR)/$(VENV)/bin:$$PATH D2L_SETTING=smoke D2L_PROGRESS=0 MPLBACKEND=Agg \
+	D2L_RESULTS_DIR=$(CURDIR)/build/grading
+grade: setup data  ## autograde submitted/*/notebooks/, write feedback/ and feedback/grades.csv
+	$(GRADE_ENV) $(VENV)/bin/nbgrader generate_assignment notebooks --force --log-level=WARN
+	$(GRADE_ENV) $(VENV)/bin/nbgrader autograde notebooks --log-level=WARN
+	$(GRADE_ENV) $(VENV)/bin/nbgrader generate_feedback notebooks --log-level=WARN
+	$(GRADE_ENV) $(VENV)/bin/nbgrader export --to feedback/grades.csv --log-level=WARN
+
+formgrader: setup  ## JupyterLab with nbgrader's formgrader, to grade the written answers by hand
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/jupyter lab $(ROOT_FLAG) $(LAB_ARGS) \
+	  --ServerApp.jpserver_extensions='{"nbgrader.server_extensions.formgrader": True}'
 
 # Jupyter refuses to run as root unless told (containers, CI machines)
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)

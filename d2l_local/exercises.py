@@ -80,6 +80,26 @@ def run_recipe(build, *, batch_size: int, lr: float, num_epochs: int, device, se
     return net, history
 
 
+def dead_relus(net: torch.nn.Sequential, X: torch.Tensor) -> dict[str, float]:
+    """For each ReLU of `net` (by its index in the Sequential, e.g. 'relu@1'): the share of its units
+    that output 0 for every image of `X` (a conv ReLU's unit is a channel, at every position).
+
+    A unit that is 0 for every input passes no gradient back: it is dead for this data. Evaluated
+    in eval mode (no dropout) without gradients; the net's mode is restored.
+    """
+    was_training = net.training
+    net.eval()
+    out, h = {}, X
+    with torch.no_grad():
+        for i, layer in enumerate(net):
+            h = layer(h)
+            if isinstance(layer, torch.nn.ReLU):
+                alive = (h > 0).flatten(2).any(-1) if h.dim() > 2 else (h > 0)  # (N, units)
+                out[f"relu@{i}"] = 1.0 - alive.any(0).float().mean().item()
+    net.train(was_training)
+    return out
+
+
 def load_results(pattern: str, root: Path | None = None) -> list[dict]:
     """The results files matching `pattern` (e.g. '07_ex2_small_images.*.full.*.json'), sorted; by
     default the course's committed ones (`results/`), whatever `$D2L_RESULTS_DIR` says."""
@@ -158,7 +178,9 @@ def measured_peak_memory(model: str, batch_size: int, *, size: int = 224, steps:
                           str(steps), str(torch.get_num_threads()), str(momentum)],
                          capture_output=True, text=True, check=False)
     if out.returncode != 0:
-        raise RuntimeError(f"the measuring process failed:\n{out.stderr[-2000:]}")
+        how = (f"was killed by signal {-out.returncode} (out of memory? try a smaller batch)"
+               if out.returncode < 0 else f"exited with status {out.returncode}")
+        raise RuntimeError(f"the measuring process (batch {batch_size}) {how}:\n{out.stderr[-2000:]}")
     r = json.loads(out.stdout.strip().splitlines()[-1])
     return dict(before=r["rss_before"], peak=r["peak"], step=r["peak"] - r["rss_before"],
                 momentum_buffers=r["momentum_buffers"],
@@ -213,6 +235,122 @@ def layer_times(net: torch.nn.Sequential, input_shape, device, *, repeats: int =
     return times
 
 
+# ---- grading a design (exercise 2): what it costs, whether it learns, whose code it calls ------
+
+def count_macs(net: torch.nn.Module, input_shape) -> int:
+    """Multiply-adds of one forward pass on a batch of `input_shape`, divided by the batch size:
+    every convolution and linear layer inside `net` counts, however deeply nested (forward hooks)."""
+    from d2l_local.analysis import macs
+
+    total, hooks = [0], []
+    for m in net.modules():
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+            hooks.append(m.register_forward_hook(
+                lambda layer, _, out: total.__setitem__(0, total[0] + macs(layer, out))))
+    was_training = net.training
+    try:
+        net.eval()
+        with torch.no_grad():
+            net(torch.zeros(input_shape))
+    finally:
+        for h in hooks:
+            h.remove()
+        net.train(was_training)
+    return total[0]
+
+
+def short_run_accuracy(build, *, seed: int = 0, train_start: int = 0, train_images: int = 6000,
+                       test_start: int = 0, test_images: int = 2000, epochs: int = 1,
+                       batch_size: int = 64, lr: float = 2e-3) -> dict:
+    """Train `build()` for a few seconds and return its test accuracy (and the seconds it took).
+
+    A check that a 28x28 design learns, the same on every machine: fp32 on the CPU, Adam (which
+    trains a fresh deep net in one short pass better than plain SGD), `train_images` training images
+    from `train_start` on, `test_images` test images from `test_start` on, seeded by `seed`.
+    """
+    import time
+
+    from d2l_local.data import fashion_mnist_tensors
+
+    t = fashion_mnist_tensors()
+    X = t["train-images-idx3-ubyte"][train_start:train_start + train_images].float().div(255).unsqueeze(1)
+    y = t["train-labels-idx1-ubyte"][train_start:train_start + train_images].long()
+    X_test = t["t10k-images-idx3-ubyte"][test_start:test_start + test_images].float().div(255).unsqueeze(1)
+    y_test = t["t10k-labels-idx1-ubyte"][test_start:test_start + test_images].long()
+    if len(y) < train_images or len(y_test) < test_images:
+        raise ValueError(f"{train_images} training images from {train_start} and {test_images} test "
+                         f"images from {test_start} do not fit in 60,000 / 10,000")
+    threads = torch.get_num_threads()
+    # one thread: a net this small gains nothing from more, the run is the same on any number of
+    # cores, and it does not crawl when the cores are shared with other jobs
+    torch.set_num_threads(1)
+    try:
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            net = build()
+            optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+            order = torch.Generator().manual_seed(seed)
+            start = time.perf_counter()
+            net.train()
+            for _ in range(epochs):
+                perm = torch.randperm(len(y), generator=order)
+                for i in range(0, len(y), batch_size):
+                    idx = perm[i:i + batch_size]
+                    optimizer.zero_grad()
+                    torch.nn.functional.cross_entropy(net(X[idx]), y[idx]).backward()
+                    optimizer.step()
+            net.eval()
+            with torch.no_grad():
+                correct = sum((net(X_test[i:i + 500]).argmax(1) == y_test[i:i + 500]).sum().item()
+                              for i in range(0, len(y_test), 500))
+    finally:
+        torch.set_num_threads(threads)
+    return dict(test_acc=correct / len(y_test), seconds=time.perf_counter() - start)
+
+
+def _filled(cell) -> bool:
+    try:
+        cell.cell_contents  # noqa: B018 (an empty closure cell raises ValueError)
+    except ValueError:
+        return False
+    return True
+
+
+def course_code_used(fn) -> list[str]:
+    """The names of `d2l_local` objects (or of the package itself) that function `fn` uses, directly or
+    through other functions of its notebook: how a check tells a design written layer by layer from a
+    call of one of the course's builders, under any name."""
+    import inspect
+    import types
+
+    found, seen, todo = set(), set(), [fn]
+    while todo:
+        f = todo.pop()
+        code = getattr(f, "__code__", None)
+        if code is None or code in seen:
+            continue
+        seen.add(code)
+        codes = [code] + [c for c in code.co_consts if isinstance(c, types.CodeType)]
+        names = {n for c in codes for n in c.co_names}
+        strings = {c for c in code.co_consts if isinstance(c, str)}
+        if any("d2l_local" in n for n in names | strings):
+            found.add("d2l_local")
+        scope = dict(f.__globals__)
+        scope.update({name: cell.cell_contents for name, cell in
+                      zip(code.co_freevars, getattr(f, "__closure__", None) or ()) if _filled(cell)})
+        names |= set(code.co_freevars)
+        for name in names:
+            obj = scope.get(name)
+            module = inspect.getmodule(obj) if obj is not None else None
+            if isinstance(obj, types.ModuleType):
+                module = obj
+            if module is not None and module.__name__.split(".")[0] == "d2l_local":
+                found.add(name)
+            elif inspect.isfunction(obj):
+                todo.append(obj)
+    return sorted(found)
+
+
 # ---- plots --------------------------------------------------------------------------------------
 
 def plot_history(ax, history: History | dict, title: str, *, mark_epoch: int | None = None,
@@ -236,3 +374,21 @@ def plot_history(ax, history: History | dict, title: str, *, mark_epoch: int | N
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+
+
+def label_points(ax, xs, ys, names, *, fontsize: int = 7, dx: float = 8, step: float = 9) -> None:
+    """Name each point (x, y) of `ax` with a label to its right, moved down as far as needed so that
+    labels near each other do not overlap; a thin line joins a moved label to its point. Call it after
+    the axes' scales and limits are set."""
+    placed = []  # (x, y) in display pixels of the labels placed so far
+    trans, inverse = ax.transData, ax.transData.inverted()
+    order = sorted(range(len(names)), key=lambda i: -trans.transform((xs[i], ys[i]))[1])
+    for i in order:
+        px, py = trans.transform((xs[i], ys[i]))
+        ty = py
+        while any(abs(px - qx) < 60 and abs(ty - qy) < step for qx, qy in placed):
+            ty -= step
+        placed.append((px, ty))
+        ax.annotate(names[i], (xs[i], ys[i]), xytext=inverse.transform((px + dx, ty - step / 3)),
+                    fontsize=fontsize, textcoords="data",
+                    arrowprops=dict(arrowstyle="-", lw=0.4, color="gray") if ty != py else None)

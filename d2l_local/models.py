@@ -20,7 +20,7 @@ def alexnet(in_channels: int = 1, num_classes: int = 10, *,
     """The book's AlexNet as an `nn.Sequential` (input: (batch, in_channels, 224, 224)).
 
     `channels` (the five convolutions) and `hidden` (the two fully connected layers) default to the
-    book's widths; `alexnet_small` narrows them."""
+    book's widths (exercise 2 of the chapter narrows them)."""
     c1, c2, c3, c4, c5 = channels
     return nn.Sequential(
         # an 11x11 window with stride 4 to see large objects and shrink 224 -> 54 fast
@@ -72,47 +72,10 @@ def net_28x28(num_classes: int = 10) -> nn.Sequential:
     )
 
 
-# The exercises of 7.1 (notebooks 06-10): a simplified AlexNet, a small 28x28 design, LeNet variants.
-
-def alexnet_small(in_channels: int = 1, num_classes: int = 10) -> nn.Sequential:
-    """The book's AlexNet simplified (exercise 2a): the same layers and 224x224 input, a quarter of
-    the channels (24-64-96-96-64) and fully connected layers of 512 instead of 4096."""
-    return alexnet(in_channels, num_classes, channels=(24, 64, 96, 96, 64), hidden=512)
-
-
-def net_28x28_small(num_classes: int = 10) -> nn.Sequential:
-    """A small design for 28x28 input (exercise 2b): AlexNet's ideas (ReLU, max pooling, dropout,
-    stacked 3x3 convolutions) at a tenth of `net_28x28`'s multiply-adds."""
-    return nn.Sequential(
-        nn.Conv2d(1, 16, kernel_size=3, padding=1), nn.ReLU(),
-        nn.Conv2d(16, 16, kernel_size=3, padding=1), nn.ReLU(),
-        nn.MaxPool2d(kernel_size=2, stride=2),                      # 28 -> 14
-        nn.Conv2d(16, 32, kernel_size=3, padding=1), nn.ReLU(),
-        nn.Conv2d(32, 32, kernel_size=3, padding=1), nn.ReLU(),
-        nn.MaxPool2d(kernel_size=2, stride=2),                      # 14 -> 7
-        nn.Flatten(),
-        nn.Linear(32 * 7 * 7, 128), nn.ReLU(), nn.Dropout(p=0.3),
-        nn.Linear(128, num_classes),
-    )
-
-
-def lenet_relu_dropout(p: float = 0.2) -> nn.Sequential:
-    """LeNet with ReLU and dropout (exercise 5; [Exercise notes]' `net_try`): average pooling kept."""
-    return nn.Sequential(
-        nn.Conv2d(1, 6, kernel_size=5, padding=2), nn.ReLU(),
-        nn.AvgPool2d(kernel_size=2, stride=2),
-        nn.Conv2d(6, 16, kernel_size=5), nn.ReLU(),
-        nn.AvgPool2d(kernel_size=2, stride=2),
-        nn.Flatten(),
-        nn.Linear(16 * 5 * 5, 120), nn.ReLU(), nn.Dropout(p=p),
-        nn.Linear(120, 84), nn.ReLU(), nn.Dropout(p=p),
-        nn.Linear(84, 10),
-    )
-
-
-EXERCISE_MODELS = {"alexnet": alexnet, "alexnet_small": alexnet_small, "net_28x28": net_28x28,
-                   "net_28x28_small": net_28x28_small, "lenet": lenet,
-                   "lenet_relu_dropout": lenet_relu_dropout}
+# The nets the exercise notebooks (06-10) train or measure by name. The exercises' own designs (a
+# simpler AlexNet, a small 28x28 net, LeNet with ReLU and dropout) are the students' to write: no
+# design that answers an exercise belongs in this package, which students get.
+EXERCISE_MODELS = {"alexnet": alexnet, "net_28x28": net_28x28, "lenet": lenet}
 
 
 # The 2012 network and its descendants (notebook 11): the paper's AlexNet, the [AlexNet class post]'s

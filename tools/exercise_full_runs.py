@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import torch
+from instructor_solutions import lenet_relu_dropout, net_28x28_small  # tools/, not in the hand-out
 
 from d2l_local import models
 from d2l_local.device import cpu_model, device_name, try_gpu
@@ -41,13 +42,13 @@ RECIPES = {  # run name -> (notebook, builder, recipe)
     "ex3-alexnet-batch256": ("08_ex3_batch_size", models.alexnet, dict(BOOK_ALEXNET, batch_size=256)),
     "ex1-lenet-15ep": ("06_ex1_more_epochs", models.lenet, LENET_BOOK),
     "ex2-net_28x28": ("07_ex2_small_images", models.net_28x28, BOOK_28),
-    "ex2-net_28x28_small": ("07_ex2_small_images", models.net_28x28_small, BOOK_28),
+    "ex2-net_28x28_small": ("07_ex2_small_images", net_28x28_small, BOOK_28),
     "ex5-lenet": ("10_ex5_lenet_dropout_relu", models.lenet, dict(LENET_128, lr=0.9)),
-    "ex5-lenet-relu-dropout": ("10_ex5_lenet_dropout_relu", models.lenet_relu_dropout,
+    "ex5-lenet-relu-dropout": ("10_ex5_lenet_dropout_relu", lenet_relu_dropout,
                                dict(LENET_128, lr=0.6)),
-    "ex5-lenet-relu-dropout-normalize": ("10_ex5_lenet_dropout_relu", models.lenet_relu_dropout,
+    "ex5-lenet-relu-dropout-normalize": ("10_ex5_lenet_dropout_relu", lenet_relu_dropout,
                                          dict(LENET_128, lr=0.6, preprocessing="normalize")),
-    "ex5-lenet-relu-dropout-augment": ("10_ex5_lenet_dropout_relu", models.lenet_relu_dropout,
+    "ex5-lenet-relu-dropout-augment": ("10_ex5_lenet_dropout_relu", lenet_relu_dropout,
                                        dict(LENET_128, lr=0.6, preprocessing="normalize+augment")),
 }
 SEEDS = {"ex1-lenet-15ep": (0, 1, 2), "ex2-net_28x28": (0,), "ex2-net_28x28_small": (0,),
