@@ -73,11 +73,19 @@ def results_path(run: str):
 # ---- the README's table, made from the results files (tests/test_exercises.py keeps them in step) ----
 
 SOURCE = {  # run name -> what the [Exercise notes] report for it (loss / train acc / test acc)
+    "book-alexnet": "0.330 / 0.879 / **0.878**, 592.4 ex/s (GPU); [CPU notes] 0.327 / 0.880 / 0.883, "
+                    "20.6 ex/s; the book's notebook 0.331 / 0.878 / 0.883",
+    "ex1-alexnet-15ep": "0.284 / 0.896 / **0.887**, 589.3 ex/s (GPU)",
+    "ex3-alexnet-batch256": "0.407 / 0.850 / **0.855**, 587.8 ex/s (GPU)",
     "ex2-net_28x28": "0.429 / 0.841 / **0.843**, 6,650.9 ex/s (GPU)",
     "ex5-lenet-relu-dropout": "0.306 / 0.887 / **0.883**, 26,121.2 ex/s (GPU)",
     "ex1-lenet-15ep": "no run shown (claim: accuracy falls with more epochs)",
 }
 TABLE_ROWS = [  # (label, run name, epoch to read or None for the last, recipe)
+    ("AlexNet, the book's run (05's reference run)", "book-alexnet", None,
+     "10 epochs, batch 128, lr 0.01, 224x224"),
+    ("ex. 1: AlexNet, 15 epochs", "ex1-alexnet-15ep", None, "batch 128, lr 0.01, 224x224"),
+    ("ex. 3: AlexNet, batch 256", "ex3-alexnet-batch256", None, "10 epochs, lr 0.01, 224x224"),
     ("ex. 2: `net_28x28` (`net_Better`)", "ex2-net_28x28", None, "10 epochs, batch 128, lr 0.01"),
     ("ex. 2: `net_28x28_small` (this course's design)", "ex2-net_28x28_small", None,
      "10 epochs, batch 128, lr 0.01"),
@@ -105,14 +113,14 @@ def results_table(directory: Path = COMMITTED_RESULTS) -> str:
     says) as a Markdown table: one row per recipe, one value per seed."""
     import statistics
 
-    lines = ["| run | recipe | seeds | loss | train acc | test acc | ex/s (median) | min (median) "
-             "| [Exercise notes] (loss / train / test) |",
-             "| --- | --- | --- | --- | --- | --- | ---: | ---: | --- |"]
+    lines = ["| run | recipe | seeds | precision | loss | train acc | test acc | ex/s (median) "
+             "| min (median) | [Exercise notes] (loss / train / test) |",
+             "| --- | --- | --- | --- | --- | --- | --- | ---: | ---: | --- |"]
     for label, name, epoch, recipe in TABLE_ROWS:
         runs = _runs_of(name, Path(directory))
         source = SOURCE.get(name, "no run shown") if epoch is None else "no run shown"
         if not runs:
-            lines.append(f"| {label} | {recipe} | (not run) | | | | | | {source} |")
+            lines.append(f"| {label} | {recipe} | (not run) | | | | | | | {source} |")
             continue
         rows = [r["epochs"][epoch - 1] if epoch else r for r in runs]  # epoch: read the curve there
         values = {key: ", ".join(f"{row[key]:.3f}" for row in rows)
@@ -122,8 +130,9 @@ def results_table(directory: Path = COMMITTED_RESULTS) -> str:
             speed = f"{statistics.median(r['examples_per_sec'] for r in runs):,.0f}"
             minutes = f"{statistics.median(r['wall_seconds'] for r in runs) / 60:.1f}"
         seeds = ", ".join(str(r["seed"]) for r in runs)
-        lines.append(f"| {label} | {recipe} | {seeds} | {values['train_loss']} | {values['train_acc']} "
-                     f"| {values['test_acc']} | {speed} | {minutes} | {source} |")
+        precision = ", ".join(sorted({r.get("precision", "fp32") for r in runs}))  # older runs: fp32
+        lines.append(f"| {label} | {recipe} | {seeds} | {precision} | {values['train_loss']} "
+                     f"| {values['train_acc']} | {values['test_acc']} | {speed} | {minutes} | {source} |")
     return "\n".join(lines) + "\n"
 
 
