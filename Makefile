@@ -81,7 +81,7 @@ lab: setup data  ## start JupyterLab on the project's environment
 	$(VENV)/bin/jupyter lab --ServerApp.root_dir=notebooks $(ROOT_FLAG) $(LAB_ARGS)
 
 doctor: setup  ## check this machine for the course: Python, packages, device, memory, data, kernel
-	@$(PY) -m d2l_local.doctor
+	@$(PY) -m course_tools.doctor
 
 # Debian's chromium (a browser download fails on these machines); apt-get needs root
 CHROMIUM := /usr/bin/chromium

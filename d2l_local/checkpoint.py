@@ -7,7 +7,7 @@ epochs and every random number generator the loop draws from (torch's CPU and
 CUDA (or mps) generators, Python's, NumPy's and the training data's own), so a resumed
 run ends with the same weights and metrics as one that was never stopped.
 
-`d2l_local.ddp` (training on several processes) writes and reads the same format: the same fields,
+`course_tools.ddp` (training on several processes) writes and reads the same format: the same fields,
 its rank 0's generators under `rng`, and beside them what only it has (`rank_rngs`: every rank's
 generators; `sampler`: the seed and epoch that fix `DistributedSampler`'s order; `step_losses`;
 `world_size`). So train_ch6 continues a distributed run's file and the other way round; each

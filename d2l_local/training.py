@@ -43,7 +43,6 @@ import torch
 from torch import nn
 
 from d2l_local import checkpoint as ckpt
-from d2l_local import settings
 from d2l_local.device import precision_text, resolve_precision
 from d2l_local.metrics import StepTimer, correct_count, evaluate_accuracy_gpu
 from d2l_local.plotting import Animator
@@ -308,12 +307,17 @@ def _resume(saved: dict, net, optimizer, history: History, step_timer: StepTimer
     return saved["epoch"]
 
 
+# The setting a notebook chose (an object with `.name` and `.precision`), set by the course's
+# `choose_setting`: train_ch6 takes its precision from it and checks the length of a `full` run.
+# None (a plain script): the book's fp32 and no check.
+current_setting = None
+
+
 def run_precision(precision: str | None, device) -> str:
     """'fp32' or 'bf16' for a run: as given ('auto' resolved for the device), else (None) the chosen
     setting's, else 'fp32' (the book's) when no setting was chosen."""
     if precision is None:
-        chosen = settings.last_chosen()
-        return chosen.precision if chosen is not None else "fp32"
+        return current_setting.precision if current_setting is not None else "fp32"
     return resolve_precision(precision, device)
 
 
@@ -398,7 +402,7 @@ def long_run_allowed() -> bool:
 def _check_long_run(net, shape, train_iter, test_iter, num_epochs: int, device,
                     precision: str = "fp32") -> None:
     """The `full` setting without a CUDA GPU: estimate first, stop if it is long and not asked for."""
-    cfg = settings.last_chosen()
+    cfg = current_setting
     if cfg is None or cfg.name != "full" or device.type == "cuda" or num_epochs < 1:
         return
     if long_run_allowed():

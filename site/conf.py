@@ -25,7 +25,7 @@ root_doc = "README"
 include_patterns = ["README.md", "README.zh-CN.md", "notebooks/[0-9][0-9]_*.ipynb"]
 # the walk of the source folder skips these (the environment alone holds tens of thousands of files)
 exclude_patterns = [".venv", ".git", "build", "data", "runs", "student", "results", "tests", "tools",
-                    "d2l_local", "jupyter", "site", "**/.ipynb_checkpoints"]
+                    "d2l_local", "course_tools", "jupyter", "site", "**/.ipynb_checkpoints"]
 
 nb_execution_mode = "off"  # the committed outputs, as executed; never re-run here
 nb_merge_streams = True    # a cell's printed lines as one block

@@ -49,6 +49,6 @@ def _seed():
 def _no_chosen_setting(monkeypatch):
     """Each test starts with no setting chosen (train_ch6 then uses the book's fp32), whatever an
     earlier test in the same worker chose."""
-    from d2l_local import settings
+    from d2l_local import training
 
-    monkeypatch.setattr(settings, "_last", None)
+    monkeypatch.setattr(training, "current_setting", None)

@@ -11,8 +11,9 @@ import torch
 from torch import nn
 
 import d2l_local
+from course_tools import settings
 from d2l_local import data as data_mod
-from d2l_local import settings, training
+from d2l_local import training
 from d2l_local.data import FILES, DataError, raw_dir
 from d2l_local.training import BatchTooLargeError, LongRunError
 
@@ -21,7 +22,7 @@ TABLE = {"full": dict(batch_size=64), "quick": dict(batch_size=64), "smoke": dic
 
 @pytest.fixture(autouse=True)
 def _no_setting_left_behind(monkeypatch):
-    monkeypatch.setattr(settings, "_last", None)
+    monkeypatch.setattr(training, "current_setting", None)
     monkeypatch.delenv("D2L_ALLOW_LONG", raising=False)
 
 
@@ -113,7 +114,7 @@ def test_misspelt_papermill_parameter_names_the_valid_ones(tmp_path):
     nb = nbformat.v4.new_notebook(cells=[
         nbformat.v4.new_code_cell("# Parameters\nsetting = None\nbatch_size = None",
                                   metadata={"tags": ["parameters"]}),
-        nbformat.v4.new_code_cell("from d2l_local import choose_setting\n"
+        nbformat.v4.new_code_cell("from course_tools import choose_setting\n"
                                   f"SETTINGS = {TABLE!r}\n"
                                   "cfg = choose_setting(SETTINGS, globals())"),
     ])

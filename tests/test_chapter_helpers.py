@@ -11,10 +11,10 @@ from torch import nn
 
 matplotlib.use("Agg")
 
-from d2l_local import filters as flt  # noqa: E402
-from d2l_local.compare import loss_curves  # noqa: E402
-from d2l_local.diagram import draw_architecture, layer_boxes  # noqa: E402
-from d2l_local.models import alexnet, lenet  # noqa: E402
+from course_tools import filters as flt  # noqa: E402
+from course_tools.compare import loss_curves  # noqa: E402
+from course_tools.diagram import draw_architecture, layer_boxes  # noqa: E402
+from course_tools.models import alexnet, lenet  # noqa: E402
 from d2l_local.plotting import Animator, plot_labels, show_filters  # noqa: E402
 
 PROVENANCE = dict(epochs=1, test_acc=0.5, test_images=100, recipe=dict(lr=0.01, momentum=0.9))

@@ -1,4 +1,4 @@
-"""`d2l_local.ddp`: torchrun runs on this machine give the weights and losses of one process, and
+"""`course_tools.ddp`: torchrun runs on this machine give the weights and losses of one process, and
 survive a lost worker: torchrun restarts the group, which resumes from the last checkpoint and ends
 with the weights of a run that was never stopped.
 
@@ -25,8 +25,9 @@ import pytest
 import torch
 
 from conftest import ROOT
+from course_tools import ddp, models
 from d2l_local import checkpoint as ckpt
-from d2l_local import ddp, load_data_fashion_mnist_fast, models, train_ch6
+from d2l_local import load_data_fashion_mnist_fast, train_ch6
 
 TIMEOUT_S = 300   # per launch, from the fixture's start to its end (generous: 2 shared cores)
 KILL_AT_S = 200   # for the line after which a rank is killed
@@ -39,7 +40,7 @@ ENV = {**os.environ, "D2L_PROGRESS": "0",
 
 
 def _torchrun(*flags):
-    return [sys.executable, "-m", "torch.distributed.run", *flags, "-m", "d2l_local.ddp"]
+    return [sys.executable, "-m", "torch.distributed.run", *flags, "-m", "course_tools.ddp"]
 
 
 def _args(out, *more):
@@ -72,7 +73,7 @@ def runs(tmp_path_factory):
         return _args(tmp / name, *RESTART, "--checkpoint", str(tmp / checkpoint))
 
     commands = {
-        "single": [sys.executable, "-m", "d2l_local.ddp", *_args(tmp / "single")],
+        "single": [sys.executable, "-m", "course_tools.ddp", *_args(tmp / "single")],
         "torchrun": _torchrun("--standalone", "--nproc_per_node=2") + _args(tmp / "torchrun"),
         "unbroken": _torchrun("--standalone", "--nproc_per_node=2", *restart)
         + restartable("unbroken", "unbroken.pt"),
@@ -82,7 +83,7 @@ def runs(tmp_path_factory):
         "node0": _node(kill_port, "kill-node", 1, *restart) + restartable("node0", "nodes.pt"),
         "node1": _node(kill_port, "kill-node", 0, *restart) + restartable("node1", "nodes.pt"),
         "node1-again": _node(kill_port, "kill-node", 0, *restart) + restartable("node1-again", "nodes.pt"),
-        "lone": [sys.executable, "-m", "d2l_local.ddp", "launch", "--nnodes=2", "--nproc-per-node=1",
+        "lone": [sys.executable, "-m", "course_tools.ddp", "launch", "--nnodes=2", "--nproc-per-node=1",
                  f"--rdzv-endpoint=127.0.0.1:{lone_port}", f"--join-timeout={JOIN_TIMEOUT_S}",
                  "--", "--setting", "smoke", "--results-dir", str(tmp / "lone")],
     }
@@ -221,11 +222,11 @@ def _one_process(monkeypatch):
         monkeypatch.delenv(var, raising=False)
     threads = torch.get_num_threads()
     yield
-    torch.set_num_threads(threads)  # d2l_local.ddp sets this process's threads
+    torch.set_num_threads(threads)  # course_tools.ddp sets this process's threads
 
 
 def test_distributed_run_resumes_a_train_ch6_checkpoint(tmp_path, monkeypatch):
-    """A checkpoint of train_ch6 read by d2l_local.ddp (one process, no torchrun): epoch 1 is done,
+    """A checkpoint of train_ch6 read by course_tools.ddp (one process, no torchrun): epoch 1 is done,
     so it trains nothing and holds train_ch6's weights and history."""
     path = tmp_path / "run.pt"
     net = models.alexnet()

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import d2l_local
-from d2l_local import settings, training
+from course_tools import settings
+from d2l_local import training
 
 
 def _fake(monkeypatch, cuda: int, mps: bool):
@@ -66,7 +67,7 @@ def test_no_other_float64_on_the_training_path():
 
 
 def test_doctor_prints_a_line_per_check(capsys):
-    from d2l_local import doctor
+    from course_tools import doctor
 
     code = doctor.main(["--json"])
     checks = json.loads(capsys.readouterr().out)
@@ -79,14 +80,14 @@ def test_doctor_prints_a_line_per_check(capsys):
 
 
 def test_doctor_runs_as_a_module():
-    out = subprocess.run([sys.executable, "-m", "d2l_local.doctor"], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "course_tools.doctor"], capture_output=True, text=True,
                          timeout=300)
     assert re.search(r"^(OK |FIX)  data ", out.stdout, re.M), out.stdout
     assert out.stdout.rstrip().endswith("all OK") == (out.returncode == 0)
 
 
 def test_doctor_says_what_to_run_when_the_data_is_missing(tmp_path, monkeypatch):
-    from d2l_local import doctor
+    from course_tools import doctor
 
     monkeypatch.setenv("D2L_DATA_DIR", str(tmp_path))
     data = doctor.check_data()
@@ -95,7 +96,7 @@ def test_doctor_says_what_to_run_when_the_data_is_missing(tmp_path, monkeypatch)
 
 def test_doctor_spots_a_foreign_jupyter_kernel(tmp_path, monkeypatch):
     """A `python3` kernel of another Python (an old install) shadows the project's: the doctor says so."""
-    from d2l_local import doctor
+    from course_tools import doctor
 
     spec = tmp_path / "kernels" / "python3"
     spec.mkdir(parents=True)
@@ -108,7 +109,7 @@ def test_doctor_spots_a_foreign_jupyter_kernel(tmp_path, monkeypatch):
 
 
 def test_doctor_spots_missing_packages(tmp_path):
-    from d2l_local import doctor
+    from course_tools import doctor
 
     req = tmp_path / "requirements.txt"
     req.write_text("torch>=2.4  # fine\nno-such-package-d2l>=1\nnumpy<1.0\n")
@@ -120,7 +121,7 @@ def test_doctor_spots_missing_packages(tmp_path):
 def test_doctor_says_which_precision_the_processor_gets(monkeypatch):
     import torch
 
-    from d2l_local import doctor
+    from course_tools import doctor
 
     monkeypatch.setattr("d2l_local.device.try_gpu", lambda: torch.device("cpu"))
     for amx, avx, says in [(True, False, "native bf16: Intel AMX;"),

@@ -40,3 +40,16 @@ assert "d2l" not in sys.modules
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/")
     assert out.returncode == 0, out.stderr
     assert out.stdout == "" and out.stderr == ""
+
+
+def test_d2l_local_imports_nothing_of_course_tools():
+    """d2l_local holds the book's helpers alone: importing every module of it loads no course tool."""
+    import subprocess
+    import sys
+
+    code = ("import importlib, pkgutil, sys, d2l_local\n"
+            "for m in pkgutil.iter_modules(d2l_local.__path__):\n"
+            "    importlib.import_module('d2l_local.' + m.name)\n"
+            "print(sorted(n for n in sys.modules if n.split('.')[0] == 'course_tools'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

@@ -6,8 +6,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
-from d2l_local import models  # noqa: E402
-from d2l_local.exercises import measured_peak_memory, plot_history  # noqa: E402
+from course_tools import models  # noqa: E402
+from course_tools.exercises import measured_peak_memory, plot_history  # noqa: E402
 
 
 @pytest.mark.parametrize("momentum", [0.9, 0.0])
@@ -38,8 +38,8 @@ def test_plot_history_has_whole_epoch_ticks_and_names_the_mark():
 def test_count_macs_counts_nested_layers_like_layer_table_counts_flat_ones():
     from torch import nn
 
-    from d2l_local.analysis import layer_table
-    from d2l_local.exercises import count_macs
+    from course_tools.analysis import layer_table
+    from course_tools.exercises import count_macs
 
     flat = models.alexnet()
     assert count_macs(flat, (1, 1, 224, 224)) == sum(r["macs"] for r in layer_table(flat, (1, 1, 224, 224)))
@@ -51,8 +51,8 @@ def test_count_macs_counts_nested_layers_like_layer_table_counts_flat_ones():
 def test_course_code_used_finds_a_builder_under_any_name():
     from torch import nn
 
-    from d2l_local.exercises import course_code_used
-    from d2l_local.models import lenet as base
+    from course_tools.exercises import course_code_used
+    from course_tools.models import lenet as base
 
     def own():
         return nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
@@ -76,7 +76,7 @@ def test_dead_relus_counts_units_that_never_fire():
     import torch
     from torch import nn
 
-    from d2l_local.exercises import dead_relus
+    from course_tools.exercises import dead_relus
 
     net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU())
     with torch.no_grad():
@@ -90,7 +90,7 @@ def test_short_run_accuracy_learns_and_restores_the_threads():
     import torch
     from torch import nn
 
-    from d2l_local.exercises import short_run_accuracy
+    from course_tools.exercises import short_run_accuracy
 
     threads = torch.get_num_threads()
     r = short_run_accuracy(lambda: nn.Sequential(nn.Flatten(), nn.Linear(784, 10)), train_images=2000,

@@ -162,7 +162,7 @@ def pixel_mean_std(images):  # the mean of the images' own statistics
     "builder": {
         "07_ex2_small_images": ({
             "ex2_net_28x28": '''
-from d2l_local.models import lenet as base
+from course_tools.models import lenet as base
 
 def my_net_28x28():  # the course's LeNet with ReLU, max pooling and dropout
     swap = {nn.Sigmoid: nn.ReLU, nn.AvgPool2d: lambda: nn.MaxPool2d(2)}

@@ -42,7 +42,8 @@ def test_handout_holds_the_student_notebooks_helpers_set_up_and_data_step(handou
         assert filecmp.cmp(folder / name, STUDENT / name.split("/")[1], shallow=False), name
     for needed in ["Makefile", "README.md", "requirements.txt", "pyproject.toml", "environment.yml",
                    "jupyter/overrides.json", "tools/get_data.py", "data/README.md", "d2l_local/__init__.py",
-                   "d2l_local/exercises.py", "d2l_local/doctor.py"]:
+                   "d2l_local/training.py", "course_tools/__init__.py", "course_tools/exercises.py",
+                   "course_tools/doctor.py"]:
         assert needed in files, needed
     assert [f for f in files if f.startswith("tools/")] == ["tools/get_data.py"]
     assert not [f for f in files if f.startswith(("tests/", "student/")) or "__pycache__" in f]
@@ -72,13 +73,14 @@ def instructor_only():
     lines = set()
     for path in INSTRUCTOR:
         lines |= instructor_only_lines(nbformat.read(path, as_version=4))
-    course = (ROOT / "d2l_local" / "models.py").read_text()
+    course = (ROOT / "course_tools" / "models.py").read_text()
     for line in (ROOT / "tools" / "instructor_solutions.py").read_text().splitlines():
         s = line.strip()
         if s.startswith("nn.") and s not in course:  # a layer of a design that is not the course's
             lines.add(s)
-    # the helper package's own lines are the course's, whoever else writes them too ("return 0")
-    package = {line.strip() for p in (ROOT / "d2l_local").glob("*.py") for line in p.read_text().splitlines()}
+    # the helper packages' own lines are the course's, whoever else writes them too ("return 0")
+    sources = [*(ROOT / "d2l_local").glob("*.py"), *(ROOT / "course_tools").glob("*.py")]
+    package = {line.strip() for p in sources for line in p.read_text().splitlines()}
     return lines - package
 
 
@@ -106,21 +108,25 @@ def test_handout_holds_no_solution_no_hidden_test_and_no_instructor_notebook(han
 
 
 def test_handout_imports_its_own_helpers_and_finds_its_data(handout):
-    """The hand-out's d2l_local is the one students import (from the hand-out, not the course); it reads
+    """The hand-out's packages are the ones students import (from the hand-out, not the course); it reads
     the hand-out's results/ and writes the student's runs to runs/, and holds no exercise design."""
     folder, _ = handout
     code = f"""
 import importlib, pkgutil, sys
 sys.path.insert(0, {str(folder)!r})
+import course_tools
 import d2l_local
-from d2l_local import data, models, results
-assert d2l_local.__file__.startswith({str(folder)!r}), d2l_local.__file__
+from course_tools import models, results
+from d2l_local import data
+for package in (d2l_local, course_tools):
+    assert package.__file__.startswith({str(folder)!r}), package.__file__
 assert results.REPOSITORY.name == "alexnet-exercises"
 assert results.committed_results_dir() == results.REPOSITORY / "results"
 assert results.results_dir().name == "runs" and data.data_dir().parent.name == "alexnet-exercises"
 names = set()
-for m in pkgutil.iter_modules(d2l_local.__path__):
-    names |= set(dir(importlib.import_module("d2l_local." + m.name)))
+for package in (d2l_local, course_tools):
+    for m in pkgutil.iter_modules(package.__path__):
+        names |= set(dir(importlib.import_module(package.__name__ + "." + m.name)))
 print(sorted(names & set({SOLUTION_NAMES!r})))
 """
     env = {k: v for k, v in os.environ.items() if k not in ("D2L_RESULTS_DIR", "D2L_DATA_DIR")}

@@ -4,8 +4,8 @@ import pytest
 import torch
 import torchvision
 
-from d2l_local import models
-from d2l_local.analysis import conv_output_size, layer_table, num_params
+from course_tools import models
+from course_tools.analysis import conv_output_size, layer_table, num_params
 
 BOOK_SHAPES = [(96, 54, 54), (96, 54, 54), (96, 26, 26), (256, 26, 26), (256, 26, 26),
                (256, 12, 12), (384, 12, 12), (384, 12, 12), (384, 12, 12), (384, 12, 12),

@@ -63,7 +63,7 @@ def test_runs_in_smoke(path, smoke_dir):
 
 def test_filters_notebook_shows_the_best_committed_filters():
     """01's committed outputs come from the best filters file in results/ (re-execute 01 after 05)."""
-    from d2l_local.filters import best_conv1_filters, course_results_dir
+    from course_tools.filters import best_conv1_filters, course_results_dir
 
     nb = nbformat.read(ROOT / "notebooks" / "01_learning_representations.ipynb", as_version=4)
     text = json.dumps([c.outputs for c in nb.cells if c.cell_type == "code"])
@@ -132,7 +132,7 @@ def test_a_plain_kernels_run_changes_no_tracked_file(tmp_path, monkeypatch):
     import subprocess
     import time
 
-    from d2l_local.results import READER_RUNS
+    from course_tools.results import READER_RUNS
 
     def status():
         return subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=ROOT,

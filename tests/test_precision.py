@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 import d2l_local
+from course_tools import settings
 from d2l_local import device as dev
-from d2l_local import settings
 
 
 def fake_cpu(monkeypatch, *, amx: bool, avx512_bf16: bool) -> None:

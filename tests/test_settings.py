@@ -2,7 +2,7 @@
 
 import pytest
 
-from d2l_local import settings
+from course_tools import settings
 
 TABLE = {"full": dict(batch_size=128, num_epochs=10),
          "quick": dict(batch_size=128, num_epochs=2),
@@ -65,7 +65,7 @@ def test_no_parameters_cell_in_history_takes_no_overrides(monkeypatch):
     module, as `from d2l_local import ddp` in notebook 11) must not become the setting's value."""
     import json
 
-    from d2l_local import settings
+    from course_tools import settings
 
     monkeypatch.setattr(settings, "_parameter_cells", lambda: [])
     monkeypatch.setenv(settings.SETTING_ENV, "smoke")  # how nbval's kernels get their setting

@@ -169,7 +169,7 @@ def test_devices():
 def test_results_file_records_the_run(fmnist, tmp_path, monkeypatch):
     import json
 
-    from d2l_local import results, settings
+    from course_tools import results, settings
 
     monkeypatch.setenv("D2L_RESULTS_DIR", str(tmp_path))
     _, _, h = _run(d2l_local.train_ch6, fmnist, verbose=False)

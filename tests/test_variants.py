@@ -7,8 +7,8 @@ import torch
 import torchvision
 from torch import nn
 
-from d2l_local import models, recipes, variants
-from d2l_local.analysis import num_params
+from course_tools import models, recipes, variants
+from course_tools.analysis import num_params
 
 
 def conv(out, inp, k, groups=1):

@@ -38,8 +38,9 @@ import torch
 from torch import nn
 
 import d2l_local
-from d2l_local import models
-from d2l_local.analysis import layer_table, macs
+from course_tools import models
+from course_tools.analysis import layer_table, macs
+from course_tools.results import results_dir, versions
 from d2l_local.device import (
     cpu_model,
     device_name,
@@ -48,7 +49,6 @@ from d2l_local.device import (
     resolve_precision,
     synchronize,
 )
-from d2l_local.results import results_dir, versions
 
 ROOT = Path(__file__).resolve().parent.parent
 

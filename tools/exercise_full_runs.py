@@ -6,7 +6,7 @@
     python tools/exercise_full_runs.py --table           # the README's table from the results files
     python tools/exercise_full_runs.py --table --write   # ... written into README.md between its markers
 
-Each run is `d2l_local.exercises.run_recipe` with the recipe below (the same call the notebooks make)
+Each run is `course_tools.exercises.run_recipe` with the recipe below (the same call the notebooks make)
 and writes `results/<notebook>.<run>.full.<device>.json`. The 28x28 nets need no resize, so they run at
 the book's length on a 2-core CPU: a LeNet in about a minute, `net_28x28` (the source's `net_Better`)
 in about 32 minutes (measured on a 2-core AMD EPYC). Run one job at a time: two on 2 cores slow each other.
@@ -24,11 +24,11 @@ from pathlib import Path
 import torch
 from instructor_solutions import lenet_relu_dropout, net_28x28_small  # tools/, not in the hand-out
 
-from d2l_local import models
+from course_tools import models
+from course_tools.exercises import run_recipe
+from course_tools.results import results_dir, save_results
+from course_tools.settings import Setting
 from d2l_local.device import cpu_model, device_name, try_gpu
-from d2l_local.exercises import run_recipe
-from d2l_local.results import results_dir, save_results
-from d2l_local.settings import Setting
 from d2l_local.training import init_weights_xavier
 
 BOOK_ALEXNET = dict(batch_size=128, lr=0.01, num_epochs=10, resize=224)  # D2L 7.1.4 (zh) / 8.1.4 (en)
@@ -191,7 +191,7 @@ def make_run(run: str, precision: str = "auto") -> None:
 
 def alexnet_extras(net, history, cfg, seed, device, start, save_filters: bool) -> dict:
     """The test set's confusion matrix and conv1's filters (results/), which 05 and 01 show."""
-    from d2l_local import filters
+    from course_tools import filters
     from d2l_local.data import get_fashion_mnist_labels, load_data_fashion_mnist_fast
 
     _, test_iter = load_data_fashion_mnist_fast(cfg.batch_size, resize=cfg.resize, device=device,

@@ -5,11 +5,11 @@
     D2L_RESULTS_DIR=results python tools/exercise_seeds.py all     # the course's reference files
     python tools/exercise_seeds.py relu-dropout-lr0.1.seed3         # one run, into runs/
 
-Each run is `d2l_local.exercises.run_recipe` (the notebooks' call) with the [Exercise notes]' batch
+Each run is `course_tools.exercises.run_recipe` (the notebooks' call) with the [Exercise notes]' batch
 of 128 and 10 epochs on all 60,000 images, in fp32 (the book's numerics), one thread (so that it can
 share two cores with another job). It writes `<results>/10_ex5_lenet_dropout_relu.spread-<variant>.
 seed<k>.full.<device>.json` with the processor's name and, after training, the share of dead ReLU
-units per layer on 1,000 test images (`d2l_local.exercises.dead_relus`). A run takes one to two
+units per layer on 1,000 test images (`course_tools.exercises.dead_relus`). A run takes one to two
 minutes on a 2-core CPU.
 """
 
@@ -22,12 +22,12 @@ from pathlib import Path
 
 import torch
 
-from d2l_local import models
+from course_tools import models
+from course_tools.exercises import dead_relus, normalize, run_recipe
+from course_tools.results import results_dir, save_results
+from course_tools.settings import Setting
 from d2l_local.data import fashion_mnist_tensors
 from d2l_local.device import cpu_model, try_gpu
-from d2l_local.exercises import dead_relus, normalize, run_recipe
-from d2l_local.results import results_dir, save_results
-from d2l_local.settings import Setting
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from instructor_solutions import lenet_relu_dropout  # noqa: E402

@@ -4,8 +4,9 @@
     python tools/handout.py --dest DIR      # somewhere else
 
 What goes in: the student copies of the exercise notebooks (`student/notebooks/`, written by
-`make student`), the helper package `d2l_local`, the set-up files (requirements.txt, pyproject.toml,
-environment.yml, JupyterLab's settings), the data step (`tools/get_data.py`, `data/README.md`), the
+`make student`), the helper packages `d2l_local` and `course_tools`, the set-up files
+(requirements.txt, pyproject.toml, environment.yml, JupyterLab's settings), the data step
+(`tools/get_data.py`, `data/README.md`), the
 course's results files that the student notebooks read (the patterns they pass to `load_results` with
 `committed_results_dir()`), and the hand-out's own Makefile and README (`student/Makefile`,
 `student/README.md`). What stays out: the instructor notebooks, `tools/instructor_solutions.py` and the
@@ -28,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 NAME = "alexnet-exercises"
 FILES = ["requirements.txt", "pyproject.toml", "environment.yml", "jupyter/overrides.json",
          "tools/get_data.py", "data/README.md"]
+PACKAGES = ["d2l_local", "course_tools"]  # the book's helpers, the course's tools
 FROM_STUDENT = {"student/Makefile": "Makefile", "student/README.md": "README.md"}
 RESULTS_PATTERN = re.compile(r"""load_results\(\s*["']([^"']+)["']\s*,\s*committed_results_dir\(\)""")
 
@@ -53,8 +55,9 @@ def build(dest: Path) -> tuple[Path, Path]:
     (folder / "notebooks").mkdir(parents=True)
     for nb in notebooks:
         shutil.copy2(nb, folder / "notebooks" / nb.name)
-    shutil.copytree(ROOT / "d2l_local", folder / "d2l_local",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for package in PACKAGES:
+        shutil.copytree(ROOT / package, folder / package,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     copies = {name: name for name in FILES} | FROM_STUDENT | {
         str(p.relative_to(ROOT)): str(p.relative_to(ROOT)) for p in results_read_by(notebooks)}
     for src, rel in copies.items():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from d2l_local.models import alexnet
+from course_tools.models import alexnet
 
 
 def alexnet_small(in_channels: int = 1, num_classes: int = 10) -> nn.Sequential:

@@ -25,9 +25,9 @@ from pathlib import Path
 import papermill as pm
 from traitlets.config import Config
 
+from course_tools.results import BOOK, results_dir
+from course_tools.settings import setting_name
 from d2l_local.device import try_gpu
-from d2l_local.results import BOOK, results_dir
-from d2l_local.settings import setting_name
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"

@@ -30,7 +30,7 @@ def loss_curves(make_net: Callable[[], nn.Module], make_batches: Callable[[], It
                 seed: int = 0, precision: str | None = None) -> dict[str, list[float]]:
     """{name: training loss of each of `num_steps` steps}.
 
-    make_net: builds the net (e.g. `d2l_local.models.alexnet`); make_batches: returns a fresh
+    make_net: builds the net (e.g. `course_tools.models.alexnet`); make_batches: returns a fresh
     iterable of (X, y) batches that yields the same batches every time it is called (a loader
     with a fixed seed); it is iterated again from the start when it runs out.
     optimisers: keyword arguments of `torch.optim.SGD` by name, e.g. {"plain SGD": dict(lr=0.01),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from d2l_local.analysis import layer_table
+from course_tools.analysis import layer_table
 
 COLOURS = {"input": "white", "conv": "#9ecae1", "pool": "#d9d9d9", "fc": "#a1d99b"}
 ACTIVATIONS = {nn.ReLU: "ReLU", nn.Sigmoid: "sigmoid", nn.Tanh: "tanh"}

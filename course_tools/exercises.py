@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
+from course_tools.results import committed_results_dir
 from d2l_local.data import load_data_fashion_mnist_fast
-from d2l_local.results import committed_results_dir
 from d2l_local.training import History, train_ch6
 
 # Fashion-MNIST's training-set mean and standard deviation of the pixel values in [0, 1]
@@ -112,7 +112,7 @@ def load_results(pattern: str, root: Path | None = None) -> list[dict]:
 _PEAK_CHILD = r"""
 import json, resource, sys
 import psutil, torch
-from d2l_local import models
+from course_tools import models
 name, batch, size, steps, threads, momentum = sys.argv[1:7]
 batch, size, steps, momentum = int(batch), int(size), int(steps), float(momentum)
 torch.set_num_threads(int(threads))
@@ -147,7 +147,7 @@ def measured_peak_memory(model: str, batch_size: int, *, size: int = 224, steps:
     import subprocess
     import sys
 
-    from d2l_local import models
+    from course_tools import models
 
     device = torch.device(device or "cpu")
     if model not in models.EXERCISE_MODELS:
@@ -240,7 +240,7 @@ def layer_times(net: torch.nn.Sequential, input_shape, device, *, repeats: int =
 def count_macs(net: torch.nn.Module, input_shape) -> int:
     """Multiply-adds of one forward pass on a batch of `input_shape`, divided by the batch size:
     every convolution and linear layer inside `net` counts, however deeply nested (forward hooks)."""
-    from d2l_local.analysis import macs
+    from course_tools.analysis import macs
 
     total, hooks = [0], []
     for m in net.modules():
@@ -316,10 +316,13 @@ def _filled(cell) -> bool:
     return True
 
 
+COURSE_PACKAGES = ("d2l_local", "course_tools")
+
+
 def course_code_used(fn) -> list[str]:
-    """The names of `d2l_local` objects (or of the package itself) that function `fn` uses, directly or
-    through other functions of its notebook: how a check tells a design written layer by layer from a
-    call of one of the course's builders, under any name."""
+    """The names of the course's objects (of `d2l_local`, `course_tools` or a package itself) that
+    function `fn` uses, directly or through other functions of its notebook: how a check tells a
+    design written layer by layer from a call of one of the course's builders, under any name."""
     import inspect
     import types
 
@@ -333,8 +336,9 @@ def course_code_used(fn) -> list[str]:
         codes = [code] + [c for c in code.co_consts if isinstance(c, types.CodeType)]
         names = {n for c in codes for n in c.co_names}
         strings = {c for c in code.co_consts if isinstance(c, str)}
-        if any("d2l_local" in n for n in names | strings):
-            found.add("d2l_local")
+        for package in COURSE_PACKAGES:
+            if any(package in n for n in names | strings):
+                found.add(package)
         scope = dict(f.__globals__)
         scope.update({name: cell.cell_contents for name, cell in
                       zip(code.co_freevars, getattr(f, "__closure__", None) or ()) if _filled(cell)})
@@ -344,7 +348,7 @@ def course_code_used(fn) -> list[str]:
             module = inspect.getmodule(obj) if obj is not None else None
             if isinstance(obj, types.ModuleType):
                 module = obj
-            if module is not None and module.__name__.split(".")[0] == "d2l_local":
+            if module is not None and module.__name__.split(".")[0] in COURSE_PACKAGES:
                 found.add(name)
             elif inspect.isfunction(obj):
                 todo.append(obj)

@@ -1,4 +1,4 @@
-"""`make doctor` (= `python -m d2l_local.doctor`): is this machine ready for the course?
+"""`make doctor` (= `python -m course_tools.doctor`): is this machine ready for the course?
 
 Prints one line per check, `OK` or `FIX` with what to run, short enough to
 paste into a question: Python and the environment, the packages against

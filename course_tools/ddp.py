@@ -1,12 +1,12 @@
 """Data-parallel training of the book's AlexNet with `torch.distributed` (DDP), launched by torchrun.
 
-    torchrun --nproc_per_node=2 -m d2l_local.ddp --setting smoke          # 2 processes, this machine
-    python -m d2l_local.ddp --setting smoke                               # 1 process, no torchrun
+    torchrun --nproc_per_node=2 -m course_tools.ddp --setting smoke          # 2 processes, this machine
+    python -m course_tools.ddp --setting smoke                               # 1 process, no torchrun
     # two machines, one process per GPU (run the same line on both; HOST is the first machine),
     # restarted from the last finished epoch when a process or a machine is lost:
     TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 torchrun --nnodes=2 --nproc_per_node=gpu --max-restarts=3 \
         --rdzv-backend=c10d --rdzv-endpoint=HOST:29500 --rdzv-id=alexnet \
-        -m d2l_local.ddp --setting full --checkpoint /shared/alexnet-ddp.pt
+        -m course_tools.ddp --setting full --checkpoint /shared/alexnet-ddp.pt
 
 Every process (a "rank") holds a whole copy of the net and trains on its own shard of each global
 batch: `DistributedSampler` gives rank r the examples r, r + W, r + 2W, ... of the epoch's shuffled
@@ -16,7 +16,7 @@ the same step and the copies stay identical. Backend: gloo on CPUs, nccl on GPUs
 rank). The data are held as uint8 tensors on each rank's device and resized per batch there
 (as `load_data_fashion_mnist_fast`). Losses and accuracies are summed over the ranks; only rank 0
 prints the book's lines and writes `ddp-<W>proc.<setting>.<device>.json` (in
-`d2l_local.results.results_dir()`, or `--results-dir`).
+`course_tools.results.results_dir()`, or `--results-dir`).
 
 Surviving a lost process or machine. With `--checkpoint FILE`, rank 0 writes the run's state after
 every epoch, atomically, in `train_ch6`'s checkpoint format (so either can resume the other's file):
@@ -34,14 +34,14 @@ machine at HOST holds the rendezvous store: torchrun survives losing another mac
 for it, or a replacement, to join again), not that one (started again, the same commands resume
 from the file).
 
-`python -m d2l_local.ddp launch ...` runs torchrun after checking what torchrun does not: torchrun's
+`python -m course_tools.ddp launch ...` runs torchrun after checking what torchrun does not: torchrun's
 c10d rendezvous on a port that another program holds waits until its join timeout (600 s by
 default) without saying why; `launch` stops at once with an error that names a free port. It also
 bounds the wait for the other machines (`--join-timeout`, 120 s) and, when one never joins (or a
 lost one does not come back), ends with an error that says so instead of torchrun's bare
 `RendezvousTimeoutError`; it passes `--max-restarts` on and sets what restarts need.
 
-    python -m d2l_local.ddp launch --nnodes=2 --nproc-per-node=1 --node-rank=0 --max-restarts=3 \
+    python -m course_tools.ddp launch --nnodes=2 --nproc-per-node=1 --node-rank=0 --max-restarts=3 \
         --rdzv-endpoint=127.0.0.1:29500 -- --setting smoke --checkpoint /tmp/ddp.pt   # and node 1
 """
 
@@ -67,8 +67,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DistributedSampler
 
+from course_tools import models
 from d2l_local import checkpoint as ckpt
-from d2l_local import models
 from d2l_local.data import fashion_mnist_tensors, resize_batch
 from d2l_local.device import device_name, precision_text, resolve_precision
 from d2l_local.metrics import StepTimer, correct_count
@@ -157,7 +157,7 @@ def check_restartable() -> None:
                        "environment: otherwise a restarted group can read the previous attempt's "
                        "addresses from torchrun's shared store and fail to connect. Start it as "
                        "`TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 torchrun ...`, or with "
-                       "`python -m d2l_local.ddp launch`, which sets it.")
+                       "`python -m course_tools.ddp launch`, which sets it.")
 
 
 def _all_sum(values: list[float], device, world: int) -> list[float]:
@@ -416,7 +416,7 @@ def _train(cfg, rank, world, device, backend, *, seed=0, precision="fp32", check
 
 def save(result: dict, setting: str, values: dict, results_dir: Path, run_name: str | None = None) -> Path:
     """Write `ddp-<W>proc[.<run_name>].<setting>.<device>.json` (rank 0 only calls this)."""
-    from d2l_local.results import versions
+    from course_tools.results import versions
 
     record = dict(notebook="ddp", setting=setting, setting_values=values, run_name=run_name, **result,
                   device_name=device_name(result["device"]), cpu_threads=torch.get_num_threads(),
@@ -439,13 +439,13 @@ def _is_local(host: str) -> bool:
 
 
 def launch(argv: list[str]) -> int:
-    """`python -m d2l_local.ddp launch [torchrun options] -- [training options]`.
+    """`python -m course_tools.ddp launch [torchrun options] -- [training options]`.
 
     Checks what torchrun does not (a taken rendezvous port on the machine that hosts it), then
     runs torchrun with a bounded join timeout and returns its exit status; when the other nodes
     did not join in time, returns 2 with an error that says so.
     """
-    ap = argparse.ArgumentParser(prog="python -m d2l_local.ddp launch")
+    ap = argparse.ArgumentParser(prog="python -m course_tools.ddp launch")
     ap.add_argument("--nnodes", type=int, default=1)
     ap.add_argument("--nproc-per-node", "--nproc_per_node", default="2")
     ap.add_argument("--node-rank", "--node_rank", type=int, default=0,
@@ -485,7 +485,7 @@ def launch(argv: list[str]) -> int:
                 return 2
         cmd += ["--rdzv-backend=c10d", f"--rdzv-endpoint={args.rdzv_endpoint}",
                 f"--rdzv-id={args.rdzv_id}", f"--rdzv-conf=join_timeout={args.join_timeout}"]
-    cmd += ["-m", "d2l_local.ddp", *rest]
+    cmd += ["-m", "course_tools.ddp", *rest]
     # torchrun's output passes through; a rendezvous that timed out is recognised on the way
     env = {**os.environ, "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}  # see check_restartable
     proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True, bufsize=1)
@@ -625,7 +625,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--log-steps", action="store_true",
                     help="rank 0 prints the ranks' process ids, then a line after every step")
     ap.add_argument("--results-dir", default=None,
-                    help="default: $D2L_RESULTS_DIR, else runs/ (d2l_local.results.results_dir())")
+                    help="default: $D2L_RESULTS_DIR, else runs/ (course_tools.results.results_dir())")
     ap.add_argument("--run-name", default=None, help="added to the results file's name")
     ap.add_argument("--save-weights", default=None, help="rank 0 saves the final state_dict here")
     args = ap.parse_args(argv)
@@ -647,7 +647,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if int(os.environ.get("RANK", "0")) == 0:
-        from d2l_local.results import results_dir
+        from course_tools.results import results_dir
 
         folder = Path(args.results_dir) if args.results_dir else results_dir()
         path = save(result, args.setting, values, folder, args.run_name)

@@ -22,11 +22,11 @@ from __future__ import annotations
 import ast
 import os
 
+from d2l_local import training
 from d2l_local.device import native_bf16, precision_text, resolve_precision, try_gpu
 
 SETTING_ENV = "D2L_SETTING"
 NAMES = ("full", "quick", "smoke")
-_last: Setting | None = None  # what the last `choose_setting` chose (train_ch6 checks `full`)
 
 
 class Setting(dict):
@@ -66,7 +66,7 @@ class Setting(dict):
 
 def last_chosen() -> Setting | None:
     """The setting chosen last in this process (a notebook's kernel), or None."""
-    return _last
+    return training.current_setting
 
 
 def setting_name(parameter: str | None = None) -> tuple[str, str]:
@@ -142,8 +142,7 @@ def choose_setting(table: dict[str, dict], namespace: dict | None = None, *,
             source += f", {key} set by parameter"
     changed = {k: (table["full"][k], v) for k, v in values.items() if v != table["full"][k]}
     cfg = Setting(name, source, device, values, changed, set_by_parameter, hardware)
-    global _last
-    _last = cfg
+    training.current_setting = cfg  # train_ch6's precision and its check of a long `full` run
     if verbose:
         print(cfg.describe())
     return cfg

@@ -35,7 +35,7 @@ def first_conv(net: nn.Module) -> nn.Conv2d:
 def course_results_dir() -> Path:
     """The repository's committed `results/`, whatever `$D2L_RESULTS_DIR` says: the filters the
     course ships are read from here even when a reader's run writes its own results elsewhere."""
-    from d2l_local.results import committed_results_dir
+    from course_tools.results import committed_results_dir
 
     return committed_results_dir()
 

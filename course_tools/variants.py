@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from d2l_local.analysis import macs
+from course_tools.analysis import macs
 
 
 # ---------------------------------------------------------------- per-layer tables
