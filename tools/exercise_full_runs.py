@@ -161,8 +161,9 @@ def make_run(run: str, precision: str = "auto") -> None:
         earlier = name in CONTINUES and checkpoint_path(f"{CONTINUES[name]}.{seed_text}")
         if earlier and earlier.exists() and not checkpoint.exists():
             shutil.copyfile(earlier, checkpoint)
-            extra["continued_from"] = f"{CONTINUES[name]}.{seed_text} (its checkpoint)"
             print(f"{run}: continues {earlier.name}", flush=True)
+        if earlier:  # its checkpoint starts as a copy of the earlier run's (a resumed run's too)
+            extra["continued_from"] = f"{CONTINUES[name]}.{seed_text} (its checkpoint)"
 
         def build():  # noqa: F811 (the book's init here, so the filters' start is known)
             net = models.alexnet().apply(init_weights_xavier)
