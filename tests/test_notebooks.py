@@ -99,6 +99,8 @@ def test_committed_form(path):
     assert any("## Summary" in h for h in headings)
     # the chapter's notebooks end with exercises; an exercise notebook with questions beyond its tasks
     assert any("## Exercises" in h or "## Further questions" in h for h in headings)
+    # no papermill parameters cell from a maintainer's run: it would pin a reader's run to its values
+    assert not [c for c in code if "injected-parameters" in c.metadata.get("tags", [])]
     # committed outputs are real: every code cell executed, in order, without errors
     counts = [c.execution_count for c in code]
     assert None not in counts and counts == sorted(counts), "re-execute the notebook (make run)"

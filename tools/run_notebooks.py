@@ -26,7 +26,7 @@ import papermill as pm
 from traitlets.config import Config
 
 from course_tools.results import BOOK, results_dir
-from course_tools.settings import setting_name
+from course_tools.settings import SETTING_ENV, setting_name
 from d2l_local.device import try_gpu
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -122,7 +122,11 @@ def main() -> int:
     if setting == "smoke":  # smoke runs prove nothing worth keeping beside the real results
         os.environ.setdefault("D2L_RESULTS_DIR", str(ROOT / "build" / "smoke-results"))
     parameters = dict(parse_parameter(p) for p in args.parameter)
-    if args.setting:
+    if args.setting and args.in_place:
+        # through the environment, as nbval's kernels get it: a committed notebook holds no injected
+        # parameters cell, which would pin every reader's run to this setting
+        os.environ[SETTING_ENV] = args.setting
+    elif args.setting:
         parameters["setting"] = args.setting
     out_dir = NOTEBOOKS if args.in_place else ROOT / "build" / "run" / setting
     out_dir.mkdir(parents=True, exist_ok=True)
