@@ -31,11 +31,6 @@ TITLES = {
 }
 # a tag: a capitalised name in square brackets, not a markdown link's text ("[D2L](https://...)")
 TAG = re.compile(r"\[([A-Z][A-Za-z0-9 .'-]*)\](?!\()")
-# notebooks whose owners had not yet defined their tags when this test was written (issue 16):
-# xfail, so the rest of the suite stays green; remove an entry once its notebook passes
-NOT_YET = {stem: "its tags are not yet defined in the notebook (issue 16)" for stem in (
-    "06_ex1_more_epochs", "07_ex2_small_images", "08_ex3_batch_size",
-    "09_ex4_compute_and_memory", "10_ex5_lenet_dropout_relu", "11_original_alexnet")}
 
 
 def _texts(nb: dict) -> tuple[list[str], list[str]]:
@@ -71,12 +66,7 @@ def undefined_tags(nb: dict) -> list[str]:
     return sorted(t for t in tags_used(nb) if not is_defined(t, markdown))
 
 
-def _marks(path):
-    reason = NOT_YET.get(path.stem)
-    return [pytest.mark.xfail(reason=reason, strict=True)] if reason else []
-
-
-@pytest.mark.parametrize("path", [pytest.param(p, marks=_marks(p), id=p.stem) for p in NOTEBOOKS])
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_every_tag_a_notebook_uses_is_defined_there(path):
     nb = json.loads(path.read_text())
     missing = undefined_tags(nb)
