@@ -70,7 +70,7 @@ from torch.utils.data import DistributedSampler
 from course_tools import models
 from d2l_local import checkpoint as ckpt
 from d2l_local.data import fashion_mnist_tensors, resize_batch
-from d2l_local.device import device_name, precision_text, resolve_precision
+from d2l_local.device import device_name, keep_freed_memory, precision_text, resolve_precision
 from d2l_local.metrics import StepTimer, correct_count
 from d2l_local.training import History, _load_checkpoint, init_weights_xavier
 
@@ -290,6 +290,8 @@ def _train(cfg, rank, world, device, backend, *, seed=0, precision="fp32", check
             raise ckpt.CheckpointError(f"checkpoint {checkpoint} holds another net's weights ({e}). "
                                        "Delete it (or choose another file) to start again.") from None
     net.to(device)
+    if device.type == "cpu":
+        keep_freed_memory()  # as train_ch6: each step reuses the last one's pages
     if channels_last:
         net.to(memory_format=torch.channels_last)
     initial = {k: v.detach().clone() for k, v in net.state_dict().items()}

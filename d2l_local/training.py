@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from d2l_local import checkpoint as ckpt
-from d2l_local.device import precision_text, resolve_precision
+from d2l_local.device import keep_freed_memory, precision_text, resolve_precision
 from d2l_local.metrics import StepTimer, correct_count, evaluate_accuracy_gpu
 from d2l_local.plotting import Animator
 
@@ -165,6 +165,8 @@ def train_ch6(net: nn.Module, train_iter, test_iter, num_epochs: int, lr: float,
     if verbose:
         print("training on", device)
     net.to(device)
+    if device.type == "cpu":
+        keep_freed_memory()  # each step reuses the last one's pages (see its docstring)
     if channels_last:
         net.to(memory_format=torch.channels_last)
     model = torch.compile(net) if compile else net

@@ -132,3 +132,38 @@ def test_doctor_says_which_precision_the_processor_gets(monkeypatch):
         check = doctor.check_precision()
         assert check.ok and says in check.detail, check.detail
         assert ("bf16 autocast" in check.detail) == (amx or avx)
+
+
+_PAGE_FAULTS_CHILD = r"""
+import resource, sys, torch
+from d2l_local.device import keep_freed_memory
+if sys.argv[1] == "keep":
+    assert keep_freed_memory() and keep_freed_memory()  # set once, the same answer after
+def faults_of_a_fresh_block():
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    torch.ones(16 * 2**20)  # 64 MB, freed at once: the size of a large activation
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+faults_of_a_fresh_block()  # the first one: the heap grows either way
+print(min(faults_of_a_fresh_block() for _ in range(3)))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc: Linux only")
+def test_kept_memory_is_reused_without_new_page_faults():
+    """64 MB allocated again: about 16,000 new pages (4 KiB) by default, almost none once kept."""
+    def faults(mode):
+        out = subprocess.run([sys.executable, "-c", _PAGE_FAULTS_CHILD, mode], capture_output=True,
+                             text=True, check=True)
+        return int(out.stdout.split()[-1])
+    assert faults("default") > 8000
+    assert faults("keep") < 1000
+
+
+def test_train_ch6_keeps_freed_memory_on_a_cpu(monkeypatch):
+    calls = []
+    monkeypatch.setattr(training, "keep_freed_memory", lambda: calls.append(1) or True)
+    X, y = torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, y), batch_size=4)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+    d2l_local.train_ch6(net, data, data, 1, 0.1, "cpu", verbose=False, animate=False, progress=False)
+    assert calls

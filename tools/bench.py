@@ -7,7 +7,9 @@ For each model (the book's AlexNet at 224x224, the 28x28 net of exercise 2) it t
       computes bf16 natively, fp32 elsewhere), and (b32) the same path in fp32;
   (c) compute ceilings: the model's training step on a synthetic batch already on the device
       (no data, no metrics, no evaluation) in fp32, in bf16 (autocast + channels_last), and in bf16
-      through `torch.compile` (its CPU backend generates C++; skipped with --no-compile);
+      through `torch.compile` (its CPU backend generates C++; skipped with --no-compile); on a CPU
+      also the default precision's step with each step's memory allocated afresh, as glibc does
+      unless told otherwise (d2l_local.device.keep_freed_memory, which train_ch6 calls on a CPU);
 and large matrix products in fp32 and bf16 as the machine's reference rates. It prints
 examples/sec end to end (loader construction, data, steps, metrics, evaluation) and
 compute-only (the book's count), the ratios b/a and b/(best ceiling), the share of the bf16
@@ -16,7 +18,7 @@ backward 2x), and, for AlexNet, the time of each layer's forward and backward in
 precision with its rate against the matrix rate: which layers hold the step below it.
 
 Results go to results/bench-<device>.json, one entry per processor (or GPU) it was run on.
-On a CPU it runs a few steps per epoch (about 10 minutes on 2 cores); on a GPU, full epochs.
+On a CPU it runs a few steps per epoch (about 13 minutes on 2 cores); on a GPU, full epochs.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from course_tools.results import results_dir, versions
 from d2l_local.device import (
     cpu_model,
     device_name,
+    keep_freed_memory,
     matmul_gflops,
     native_bf16,
     resolve_precision,
@@ -191,6 +194,27 @@ def layer_times(spec, device, batch: int, precision: str, repeats: int = 3) -> l
     return rows
 
 
+def op_times(spec, cfg, device, precision: str, steps: int = 3, top: int = 14) -> list[dict]:
+    """PyTorch's profiler on `steps` synthetic training steps: the operators that take the most
+    time (ms per step, grouped by operator and input shapes), with their share of the step."""
+    from torch.profiler import ProfilerActivity, profile
+
+    step = _step_fn(spec, cfg, device, precision)
+    step()
+    step()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities, record_shapes=True) as prof:
+        for _ in range(steps):
+            step()
+        synchronize(device)
+    events = prof.key_averages(group_by_input_shape=True)
+    attr = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    total = sum(getattr(e, attr) for e in events)
+    rows = sorted(events, key=lambda e: -getattr(e, attr))[:top]
+    return [dict(op=e.key, shapes=str(e.input_shapes), ms_per_step=getattr(e, attr) / 1e3 / steps,
+                 share=getattr(e, attr) / total) for e in rows]
+
+
 SPECS = {
     "alexnet": dict(build=models.alexnet, resize=224, lr=0.01),
     "net_28x28": dict(build=models.net_28x28, resize=None, lr=0.01),
@@ -202,7 +226,7 @@ def plan(device: torch.device, quick: bool) -> dict:
     if device.type == "cuda" and not quick:
         full = dict(batch_size=128, train_batches=None, test_batches=None, num_epochs=1)
         return {"alexnet": full, "net_28x28": full}
-    return {"alexnet": dict(batch_size=128, train_batches=6, test_batches=1, num_epochs=2),
+    return {"alexnet": dict(batch_size=128, train_batches=12, test_batches=1, num_epochs=2),
             "net_28x28": dict(batch_size=128, train_batches=40, test_batches=2, num_epochs=2)}
 
 
@@ -214,13 +238,19 @@ def processor() -> str:
     return f"{cpu_model()} ({os.cpu_count()} cores, {flags})"
 
 
-def bench_model(name, spec, cfg, device, precision, gemm, gemm_bf16, compile: bool) -> dict:
+def ceiling_steps(cfg) -> int:
+    return 3 * (cfg["train_batches"] or 100)
+
+
+def bench_model(name, spec, cfg, device, precision, gemm, gemm_bf16, compile: bool, a: dict,
+                allocator_default: dict | None) -> dict:
+    """(b), (b32) and the ceilings of one model; `a` is its d2l run, `allocator_default` its
+    ceiling in `precision` measured before this process kept its freed memory (CPU only)."""
     size = spec["resize"] or 28
     macs_per_example = sum(r["macs"] for r in layer_table(spec["build"](), (1, 1, size, size)))
-    steps = 3 * (cfg["train_batches"] or 100)
+    steps = ceiling_steps(cfg)
     flops = 6 * macs_per_example
     run_ceiling(spec, cfg, device, 1)  # warm-up shared by the runs
-    a = run_d2l(spec, cfg, device)
     b = run_local(spec, cfg, device, precision=precision)
     b32 = run_local(spec, cfg, device, precision="fp32") if precision != "fp32" else b
     ceilings = {"fp32": run_ceiling(spec, cfg, device, steps, "fp32")}
@@ -235,6 +265,7 @@ def bench_model(name, spec, cfg, device, precision, gemm, gemm_bf16, compile: bo
     best = ceilings[best_name]["compute_only"]
     entry = dict(plan=cfg, macs_per_example=macs_per_example, default_precision=precision,
                  d2l=a, local=b, local_fp32=b32, ceilings=ceilings, best_ceiling=best_name,
+                 ceiling_allocator_default=allocator_default,
                  ratio_local_over_d2l=b["end_to_end"] / a["end_to_end"],
                  ratio_local_over_best_ceiling=b["end_to_end"] / best,
                  ratio_local_training_loop_over_best_ceiling=b["training_loop"] / best,
@@ -260,6 +291,11 @@ def bench_model(name, spec, cfg, device, precision, gemm, gemm_bf16, compile: bo
         print(f"  (c)   ceiling, {k:<15} {c['compute_only']:8.1f} ex/s = {gflops:7.1f} GFLOP/s, "
               f"{gflops / rate:.2f} of the {'bf16' if 'bf16' in k else 'fp32'} matmul rate "
               f"(warm-up {c['warm_up_seconds']:.0f} s)")
+    if allocator_default:
+        kept = ceilings[precision]["compute_only"]
+        print(f"  (c)   ceiling, {precision}, but each step's memory allocated afresh (glibc's default): "
+              f"{allocator_default['compute_only']:.1f} ex/s; kept for reuse (above): "
+              f"{kept / allocator_default['compute_only']:.2f}x")
     print(f"  b/a = {entry['ratio_local_over_d2l']:.2f}   b/(best ceiling: {best_name}) = "
           f"{entry['ratio_local_over_best_ceiling']:.2f}   (b without evaluation)/(best ceiling) = "
           f"{entry['ratio_local_training_loop_over_best_ceiling']:.2f}")
@@ -280,6 +316,12 @@ def bench_model(name, spec, cfg, device, precision, gemm, gemm_bf16, compile: bo
                 print(f"    {r['index']:2d} {r['layer']:<10} {r['ms']:8.1f} ms  {r['ms'] / total:5.1%}  "
                       f"{speed}")
         entry["layers"] = rows
+        ops = op_times(spec, cfg, device, precision)
+        print(f"  the operators that take the most time in a {precision} step (PyTorch's profiler, "
+              "ms per step, share of the step):")
+        for r in ops:
+            print(f"    {r['op']:<40} {r['ms_per_step']:7.1f} ms  {r['share']:5.1%}  {r['shapes'][:70]}")
+        entry["operators"] = ops
     return entry
 
 
@@ -320,9 +362,22 @@ def main() -> int:
                   # on CUDA, cuDNN convolutions may use TF32 while the matmul rate above is strict fp32
                   cudnn_allow_tf32=torch.backends.cudnn.allow_tf32,
                   matmul_allow_tf32=torch.backends.cuda.matmul.allow_tf32)
+    plans = plan(device, args.quick)
+    # first what runs as the d2l package runs it, before train_ch6 makes this process keep the memory
+    # it frees (d2l_local.device.keep_freed_memory), which cannot be undone: d2l's pipeline, and the
+    # ceiling of the default precision with each step's memory allocated afresh
+    book, allocator_default = {}, {}
     for name in args.models:
-        record["models"][name] = bench_model(name, SPECS[name], plan(device, args.quick)[name], device,
-                                             precision, gemm, gemm_bf16, not args.no_compile)
+        run_ceiling(SPECS[name], plans[name], device, 1)  # warm-up
+        book[name] = run_d2l(SPECS[name], plans[name], device)
+        if device.type == "cpu":
+            allocator_default[name] = run_ceiling(SPECS[name], plans[name], device,
+                                                  ceiling_steps(plans[name]), precision)
+    record["freed_memory_kept"] = device.type == "cpu" and keep_freed_memory()
+    for name in args.models:
+        record["models"][name] = bench_model(name, SPECS[name], plans[name], device, precision, gemm,
+                                             gemm_bf16, not args.no_compile, book[name],
+                                             allocator_default.get(name))
     path = results_dir() / f"bench-{device_name(device)}.json"
     entries = read_entries(path)
     entries[where] = record  # one entry per processor (or GPU): a run on another one is kept
