@@ -255,7 +255,7 @@ def test_taken_rendezvous_port_is_a_clear_error(capsys):
         start = time.monotonic()
         rc = ddp.main(["launch", "--nnodes=2", "--nproc-per-node=1", "--node-rank=0",
                        f"--rdzv-endpoint=127.0.0.1:{port}", "--", "--setting", "smoke"])
-        assert time.monotonic() - start < 5  # no waiting for a join timeout
+        assert time.monotonic() - start < 30  # no waiting for a join timeout (minutes)
     err = capsys.readouterr().err
     assert rc == 2 and f"127.0.0.1:{port} is already in use" in err and "--rdzv-endpoint=" in err
 
