@@ -52,3 +52,12 @@ def _no_chosen_setting(monkeypatch):
     from d2l_local import training
 
     monkeypatch.setattr(training, "current_setting", None)
+
+
+@pytest.fixture(autouse=True)
+def _no_ipython_shell(monkeypatch):
+    """Each test runs as a script: no IPython shell, whatever an earlier test left behind (the real
+    d2l's plotting creates IPython's global shell, which made `choose_setting` read a cell history
+    that has no parameters cell and ignore a `setting` passed to it). Tests of notebook behaviour
+    fake a shell themselves."""
+    monkeypatch.setattr("IPython.get_ipython", lambda: None)
