@@ -334,6 +334,8 @@ def estimate_train_seconds(net: nn.Module, input_shape, device, *, num_train: in
     channels_last, or fp32); the net and the global RNG are left untouched.
     """
     device = torch.device(device)
+    if device.type == "cpu":
+        keep_freed_memory()  # time the steps as train_ch6 will run them
     batch = input_shape[0]
     bf16 = run_precision(precision, device) == "bf16"
     fmt = torch.channels_last if bf16 and len(input_shape) == 4 else torch.contiguous_format
